@@ -1,0 +1,129 @@
+"""The interface every spikelight dataset shares.
+
+A data module yields batches ``(x, y)`` with ``x`` a float tensor ``[B, T, C]`` (time steps
+``T = num_steps``, input channels ``C = num_inputs``) and ``y`` a long tensor ``[B]``. Datasets
+whose samples are stored compactly (images, event lists) may return something smaller from
+their ``Dataset`` and expand it to ``[B, T, C]`` in :meth:`SpikeDataModule.encode`, which runs per
+batch on the training device, so ``T`` copies of a dataset are never materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own reproducible numpy/python seed (torch does its own)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    import random
+
+    random.seed(seed)
+
+
+def check_positive_int(name: str, value: int) -> int:
+    """Reject sizes such as ``batch_size=0`` with an error that names the key."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class SpikeDataModule(L.LightningDataModule):
+    """Base class: splits, seeded loaders, DDP batch division, per-batch encoding.
+
+    Subclasses set ``num_inputs``, ``num_classes`` and ``class_names`` in ``__init__`` (before
+    any file is read, so that a model can be built from the config alone) and implement
+    :meth:`make_splits`.
+    """
+
+    num_inputs: int
+    num_classes: int
+    class_names: list[str]
+    #: How samples become a batch; ``None`` is PyTorch's default. Datasets whose samples have
+    #: varying size (event lists) assign a module-level function to ``self.collate_fn`` in
+    #: ``__init__`` (an instance attribute, so it is not bound as a method; picklable for workers).
+    collate_fn: Callable[[list], Any] | None = None
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        num_steps: int = 100,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.num_steps = check_positive_int("num_steps", num_steps)
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {num_workers!r}")
+        self.num_workers = num_workers
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # -- to implement -------------------------------------------------------------------
+    def make_splits(self) -> tuple[Dataset, Dataset, Dataset]:
+        """Return (train, val, test) datasets. Called once, lazily, by :meth:`setup`."""
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        """Turn a collated batch input into ``[B, T, C]`` floats. Identity by default."""
+        return x
+
+    # -- shared machinery ---------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self.make_splits()
+
+    @property
+    def per_device_batch_size(self) -> int:
+        """``batch_size`` is the global batch: under DDP each rank loads its share."""
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if self.batch_size % world:
+            raise ValueError(
+                f"data.batch_size={self.batch_size} is not divisible by the world size {world}"
+            )
+        return self.batch_size // world
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.per_device_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.num_workers > 0,
+            worker_init_fn=_seed_worker,
+            generator=generator,
+            collate_fn=self.collate_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.test_set, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.encode(x, train=training), y
+
+

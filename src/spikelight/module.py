@@ -1,0 +1,131 @@
+"""LightningModule that trains a :class:`~spikelight.network.SpikingNetwork` as a classifier.
+
+It owns what the plain network does not: the loss (cross-entropy on decoded scores plus optional
+firing-rate regularisers), metrics, logging, and the optimiser with one parameter group per kind
+of trainable parameter (``weights``, each neuron parameter, ``surrogate_beta``), so neuron
+parameters can have their own learning rate and each group shows up in the LR monitor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from spikelight.network import SpikingNetwork
+
+
+def rate_regularizer(
+    spikes: dict[str, torch.Tensor], l1: float, l2: float, l2_bound: float
+) -> torch.Tensor | float:
+    """SPyTorch-style activity regularisers over all layers' spikes ``[T, B, N]``.
+
+    ``l1 * mean_b sum_{t,n} z``: fewer spikes overall;
+    ``l2 * mean_n relu(c_n - l2_bound)**2`` with ``c_n`` a neuron's spike count averaged over the
+    batch: an upper bound on per-neuron activity (``l2_bound=0`` penalises all activity).
+    """
+    loss = 0.0
+    for z in spikes.values():
+        if l1:
+            loss = loss + l1 * z.sum(dim=(0, 2)).mean()
+        if l2:
+            counts = z.sum(0).mean(0)
+            loss = loss + l2 * F.relu(counts - l2_bound).pow(2).mean()
+    return loss
+
+
+class SpikingClassifier(L.LightningModule):
+    """``forward(x [B, T, C]) -> scores [B, K]``; training, validation and test loops."""
+
+    def __init__(
+        self,
+        network: SpikingNetwork,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable | None = None,
+        neuron_lr: float | None = None,
+        reg_l1: float = 0.0,
+        reg_l2: float = 0.0,
+        reg_l2_bound: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if neuron_lr is not None and not neuron_lr > 0:
+            raise ValueError(f"model.neuron_lr must be > 0 (or null), got {neuron_lr!r}")
+        for name, value in (("reg_l1", reg_l1), ("reg_l2", reg_l2), ("reg_l2_bound", reg_l2_bound)):
+            if not value >= 0:
+                raise ValueError(f"model.{name} must be >= 0, got {value!r}")
+        self.network = network
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.neuron_lr = neuron_lr
+        self.reg = dict(l1=reg_l1, l2=reg_l2, l2_bound=reg_l2_bound)
+
+        num_classes = network.readout_fc.out_features
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.val_acc_best = MaxMetric()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x.transpose(0, 1)).logits
+
+    def _step(self, batch, stage: str):
+        x, y = batch
+        out = self.network(x.transpose(0, 1))
+        loss = F.cross_entropy(out.logits, y)
+        if stage == "train":
+            loss = loss + rate_regularizer(out.spikes, **self.reg)
+        # spikes per neuron per second, per layer
+        for layer, z in out.spikes.items():
+            rate = z.detach().float().mean() / self.network.dt
+            self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
+        return loss, out.logits, y
+
+    def training_step(self, batch, batch_idx):
+        loss, logits, y = self._step(batch, "train")
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        loss, logits, y = self._step(batch, "val")
+        self.val_loss(loss)
+        self.val_acc(logits, y)
+        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+
+    def on_validation_epoch_end(self):
+        if self.trainer.sanity_checking:
+            return
+        self.val_acc_best(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_train_start(self):
+        self.val_acc_best.reset()  # forget the sanity check's value
+
+    def test_step(self, batch, batch_idx):
+        loss, logits, y = self._step(batch, "test")
+        self.test_acc(logits, y)
+        self.log("test/loss", loss, on_step=False, on_epoch=True)
+        self.log("test/acc", self.test_acc, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        groups = []
+        for kind, params in self.network.parameter_groups().items():
+            group = {"params": params, "name": kind}
+            if kind != "weights" and self.neuron_lr is not None:
+                group["lr"] = self.neuron_lr
+            groups.append(group)
+        optimizer = self.optimizer_factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -1,0 +1,201 @@
+"""Feed-forward or recurrent spiking networks with a decoded readout; plain PyTorch.
+
+``SpikingNetwork`` maps time-major input ``[T, B, C]`` to class scores ``[B, K]``: hidden layers
+of ``Linear`` (+ optional recurrent ``Linear``) feeding spiking neurons, then a readout that is
+decoded over time:
+
+- ``max_membrane``: leaky-integrator readout, scores = max over time of its membrane (SPyTorch);
+- ``mean_membrane``: the same readout, scores = mean over time of its membrane;
+- ``spike_count`` / ``spike_rate``: a spiking readout layer, scores = its spike count (sum over
+  time) or rate (mean over time), trained with cross-entropy on those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from spikelight.neurons.base import Neuron
+from spikelight.surrogates import Surrogate
+
+DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
+WEIGHT_SELECTIONS = ("weights", "readout")
+
+
+def selected_names(trainable: Iterable[str] | Mapping[str, bool]) -> set[str]:
+    """``['weights', 'tau_mem']`` or ``{weights: true, tau_mem: true}`` -> a set of names."""
+    if isinstance(trainable, str):
+        trainable = [trainable]
+    if isinstance(trainable, Mapping):
+        return {str(k) for k, v in trainable.items() if v}
+    return {str(k) for k in trainable}
+
+
+@dataclass
+class NetworkOutput:
+    logits: torch.Tensor  # [B, K] decoded class scores
+    readout: torch.Tensor  # [T, B, K] readout membrane (or spikes for spiking readouts)
+    spikes: dict[str, torch.Tensor]  # layer name -> [T, B, N] spikes of each spiking layer
+
+
+class LeakyReadout(nn.Module):
+    """Non-spiking leaky integrator: the LIF sub-threshold dynamics with no threshold."""
+
+    def __init__(self, size: int, dt: float, tau_mem: float, tau_syn: float) -> None:
+        super().__init__()
+        for name, tau in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
+            if not (math.isfinite(tau) and tau > dt):
+                raise ValueError(f"model.readout_{name}={tau!r} must be finite and > dt={dt!r}")
+        self.size = size
+        self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
+        self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i = v = x.new_zeros(x.shape[1:])
+        trace = []
+        for x_t in x.unbind(0):
+            i = self.a_syn * i + x_t
+            v = self.a_mem * v + (1 - self.a_mem) * i
+            trace.append(v)
+        return torch.stack(trace)
+
+
+class SpikingLayer(nn.Module):
+    """``Linear`` projection (all time steps at once), optional recurrence, then neurons."""
+
+    def __init__(self, in_features: int, neuron: Neuron, recurrent: bool, weight_scale: float):
+        super().__init__()
+        self.neuron = neuron
+        self.fc = nn.Linear(in_features, neuron.size, bias=False)
+        self.rec = nn.Linear(neuron.size, neuron.size, bias=False) if recurrent else None
+        for linear in (self.fc, self.rec):
+            if linear is not None:
+                nn.init.normal_(linear.weight, std=weight_scale / math.sqrt(linear.in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        current = self.fc(x)
+        if self.rec is None:
+            return self.neuron(current)
+        coeffs = self.neuron.coefficients()
+        state = self.neuron.initial_state(x.shape[1], current)
+        z = current.new_zeros(current.shape[1:])
+        spikes = []
+        for current_t in current.unbind(0):
+            z, state = self.neuron.step(current_t + self.rec(z), state, coeffs)
+            spikes.append(z)
+        return torch.stack(spikes)
+
+
+class SpikingNetwork(nn.Module):
+    """Spiking classifier ``[T, B, C] -> NetworkOutput``; see the module docstring.
+
+    ``neuron`` is a factory (e.g. ``functools.partial(LIF, tau_mem=20e-3)``) called as
+    ``neuron(size=..., surrogate=..., trainable=..., tau_init=...)`` for each layer.
+    ``trainable`` selects what learns: ``weights`` (every synaptic weight), ``readout`` (the
+    readout weights only: the reservoir-computing baseline), and any neuron parameter names.
+    """
+
+    def __init__(
+        self,
+        num_inputs: int,
+        num_classes: int,
+        hidden: Iterable[int],
+        neuron: Callable[..., Neuron],
+        surrogate: Surrogate,
+        trainable: Iterable[str] | Mapping[str, bool] = ("weights",),
+        tau_init: Callable | None = None,
+        recurrent: bool = False,
+        decoding: str = "max_membrane",
+        readout_tau_mem: float = 10e-3,
+        readout_tau_syn: float = 5e-3,
+        weight_scale: float = 7.0,
+    ) -> None:
+        super().__init__()
+        hidden = list(hidden)
+        for name, value in (("num_inputs", num_inputs), ("num_classes", num_classes)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not hidden or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden
+        ):
+            raise ValueError(
+                f"model.hidden must be a non-empty list of positive sizes, got {hidden}"
+            )
+        if decoding not in DECODINGS:
+            raise ValueError(f"model.decoding must be one of {DECODINGS}, got {decoding!r}")
+        if not (math.isfinite(weight_scale) and weight_scale > 0):
+            raise ValueError(f"model.weight_scale must be > 0, got {weight_scale!r}")
+        trainable = selected_names(trainable)
+        if not trainable:
+            raise ValueError("trainable selects nothing: choose e.g. trainable=[weights]")
+        neuron_trainable = trainable - set(WEIGHT_SELECTIONS)
+
+        self.decoding = decoding
+        self.surrogate = surrogate
+
+        def make_neuron(size: int) -> Neuron:
+            return neuron(
+                size=size, surrogate=surrogate, trainable=neuron_trainable, tau_init=tau_init
+            )
+
+        self.layers = nn.ModuleList()
+        sizes = [num_inputs, *hidden]
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent, weight_scale))
+        self.dt = self.layers[0].neuron.dt
+
+        self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=False)
+        nn.init.normal_(self.readout_fc.weight, std=weight_scale / math.sqrt(hidden[-1]))
+        if decoding in ("spike_count", "spike_rate"):
+            self.readout = make_neuron(num_classes)
+        else:
+            self.readout = LeakyReadout(num_classes, self.dt, readout_tau_mem, readout_tau_syn)
+
+        train_all = "weights" in trainable
+        for name, p in self.named_parameters():
+            if name.endswith("weight"):
+                p.requires_grad_(
+                    train_all or ("readout" in trainable and name == "readout_fc.weight")
+                )
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters grouped by kind: ``weights``, each neuron parameter, ``beta``."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        seen: set[int] = set()
+        for name, p in self.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf == "weight":
+                kind = "weights"
+            elif leaf == "log_beta":
+                kind = "surrogate_beta"
+            else:
+                kind = leaf.removesuffix("_raw")
+            groups.setdefault(kind, []).append(p)
+        return groups
+
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
+        spikes = {}
+        h = x
+        for index, layer in enumerate(self.layers):
+            h = layer(h)
+            spikes[f"hidden{index}"] = h
+        readout = self.readout(self.readout_fc(h))
+        if isinstance(self.readout, Neuron):
+            spikes["readout"] = readout
+        return NetworkOutput(logits=decode(readout, self.decoding), readout=readout, spikes=spikes)
+
+
+def decode(readout: torch.Tensor, decoding: str) -> torch.Tensor:
+    """Class scores ``[B, K]`` from a readout trace ``[T, B, K]``."""
+    if decoding == "max_membrane":
+        return readout.max(0).values
+    if decoding == "spike_count":
+        return readout.sum(0)
+    return readout.mean(0)  # mean_membrane, spike_rate

@@ -1,0 +1,77 @@
+"""LIF neuron with an adaptive threshold."""
+
+from __future__ import annotations
+
+from spikelight.neurons.base import _positive_finite
+from spikelight.neurons.lif import LIF
+
+
+class ALIF(LIF):
+    """LIF whose threshold rises by ``adapt_jump`` per spike and relaxes with ``tau_adapt``.
+
+    As the adaptive neurons of Bellec et al. 2018 (LSNN)::
+
+        threshold_t = threshold + b_{t-1}
+        z_t = H(v_t - threshold_t)        (reset subtracts threshold_t)
+        b_t = a_adapt * b_{t-1} + adapt_jump * z_t      a_adapt = exp(-dt / tau_adapt)
+
+    The adaptation ``b`` starts at zero. Spike-frequency adaptation gives the neuron a memory
+    of its recent activity over ``tau_adapt`` (hundreds of ms), longer than ``tau_mem``.
+    """
+
+    state_names = ("i", "v", "b")
+
+    def __init__(
+        self,
+        size,
+        surrogate,
+        trainable=(),
+        dt=1e-3,
+        tau_mem=10e-3,
+        tau_syn=5e-3,
+        tau_adapt=200e-3,
+        adapt_jump=0.2,
+        v_leak=0.0,
+        threshold=1.0,
+        v_reset=0.0,
+        reset="subtract",
+        detach_reset=True,
+        tau_mem_bounds=(1e-3, 0.5),
+        tau_syn_bounds=(1e-3, 0.5),
+        tau_adapt_bounds=(1e-3, 5.0),
+        tau_init=None,
+    ):
+        super().__init__(
+            size,
+            surrogate,
+            trainable,
+            dt,
+            tau_mem,
+            tau_syn,
+            v_leak,
+            threshold,
+            v_reset,
+            reset,
+            detach_reset,
+            tau_mem_bounds,
+            tau_syn_bounds,
+            tau_init,
+        )
+        self.add_time_constant("tau_adapt", tau_adapt, tau_adapt_bounds)
+        self.adapt_jump = _positive_finite("adapt_jump", adapt_jump)
+        self.check_trainable()
+
+    def coefficients(self):
+        coeffs = super().coefficients()
+        coeffs["a_adapt"] = self.decay("tau_adapt")
+        return coeffs
+
+    def initial_state(self, batch, like):
+        return (*super().initial_state(batch, like), like.new_zeros(batch, self.size))
+
+    def step(self, x, state, coeffs):
+        i, v, b = state
+        i, v = self.integrate(x, i, v, coeffs)
+        z, v = self.spike_and_reset(v, coeffs["threshold"] + b, coeffs)
+        b = coeffs["a_adapt"] * b + self.adapt_jump * z
+        return z, (i, v, b)

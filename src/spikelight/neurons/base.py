@@ -1,0 +1,178 @@
+"""Shared machinery of spiking neurons: per-neuron parameters, reset, the time loop.
+
+A neuron module maps input current ``[T, B, N]`` to spikes ``[T, B, N]`` starting from its rest
+state at every call. Each named neuron parameter (``tau_mem``, ``threshold``, ...) is a per-neuron
+tensor stored unconstrained as ``<name>_raw`` and read through a constraint
+(:mod:`spikelight.constraints`); it is an ``nn.Parameter`` when its name is in ``trainable`` and a
+buffer otherwise, so optimisers and checkpoints see exactly what the config selected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from spikelight.constraints import Identity, LogInterval, Positive
+from spikelight.init import Homogeneous
+from spikelight.surrogates import Surrogate
+
+RESET_MODES = ("zero", "subtract", "none")
+RAW_SUFFIX = "_raw"
+
+
+def _positive_finite(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"neuron.{name} must be a finite number, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"neuron.{name} must be > 0, got {value!r}")
+    return float(value)
+
+
+class Neuron(nn.Module):
+    """Base class. Subclasses declare parameters in ``__init__`` and implement ``step``."""
+
+    #: names of the state tensors, in the order ``step`` takes and returns them
+    state_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        size: int,
+        surrogate: Surrogate,
+        trainable: Iterable[str] = (),
+        dt: float = 1e-3,
+        reset: str = "subtract",
+        detach_reset: bool = True,
+        tau_init: Callable[[float, int], torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"neuron layer size must be a positive integer, got {size!r}")
+        if reset not in RESET_MODES:
+            raise ValueError(f"neuron.reset must be one of {RESET_MODES}, got {reset!r}")
+        self.size = size
+        self.surrogate = surrogate
+        self.dt = _positive_finite("dt", dt)
+        self.reset = reset
+        self.detach_reset = bool(detach_reset)
+        self.tau_init = tau_init if tau_init is not None else Homogeneous()
+        self._requested_trainable = set(trainable)
+        self._constraints: dict[str, Callable] = {}
+
+    # -- parameters ---------------------------------------------------------------------
+    def add_neuron_parameter(self, name: str, value: torch.Tensor | float, constraint) -> None:
+        """Register per-neuron ``name`` as a Parameter (if selected as trainable) or buffer."""
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        value = value.expand(self.size).clone() if value.dim() == 0 else value
+        try:
+            raw = constraint.to_raw(value)
+        except ValueError as err:
+            raise ValueError(f"neuron.{name}: {err}") from None
+        if name in self._requested_trainable:
+            self.register_parameter(name + RAW_SUFFIX, nn.Parameter(raw))
+        else:
+            self.register_buffer(name + RAW_SUFFIX, raw)
+        self._constraints[name] = constraint
+
+    def add_time_constant(self, name: str, mean: float, bounds: Iterable[float]) -> None:
+        """A time constant in seconds, drawn by ``tau_init`` and kept inside ``bounds``."""
+        mean = _positive_finite(name, mean)
+        lo, hi = (float(b) for b in bounds)
+        if not (0 < lo <= mean <= hi):
+            raise ValueError(
+                f"neuron.{name}={mean:g} must lie inside neuron.{name}_bounds=[{lo:g}, {hi:g}]"
+            )
+        if mean <= self.dt:
+            raise ValueError(
+                f"neuron.{name}={mean:g} s must be larger than neuron.dt={self.dt:g} s"
+            )
+        values = self.tau_init(mean, self.size).clamp(lo, hi)
+        self.add_neuron_parameter(name, values, LogInterval(lo, hi))
+
+    def add_threshold(self, value: float) -> None:
+        self.add_neuron_parameter("threshold", _positive_finite("threshold", value), Positive())
+
+    def add_voltage(self, name: str, value: float) -> None:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"neuron.{name} must be a finite number, got {value!r}")
+        self.add_neuron_parameter(name, float(value), Identity())
+
+    def check_trainable(self) -> None:
+        """Call at the end of a subclass ``__init__``: unknown trainable names are errors."""
+        unknown = self._requested_trainable - set(self._constraints)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} has no parameter(s) {sorted(unknown)} to train; "
+                f"its parameters are {sorted(self._constraints)}"
+            )
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(self._constraints)
+
+    @property
+    def trainable_names(self) -> tuple[str, ...]:
+        return tuple(n for n in self._constraints if n in self._requested_trainable)
+
+    def get(self, name: str) -> torch.Tensor:
+        """The constrained per-neuron value of parameter ``name``."""
+        return self._constraints[name](getattr(self, name + RAW_SUFFIX))
+
+    def decay(self, tau_name: str) -> torch.Tensor:
+        """``exp(-dt / tau)``: the factor a quantity with time constant tau keeps per step."""
+        return torch.exp(-self.dt / self.get(tau_name))
+
+    # -- dynamics -----------------------------------------------------------------------
+    def coefficients(self) -> dict[str, torch.Tensor]:
+        """Per-sequence constants (decays, thresholds) computed once before the time loop."""
+        return {name: self.get(name) for name in self._constraints}
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        zeros = like.new_zeros(batch, self.size)
+        return tuple(zeros for _ in self.state_names)
+
+    def step(self, x, state, coeffs):
+        """One time step: ``(input [B, N], state, coeffs) -> (spikes [B, N], new state)``."""
+        raise NotImplementedError
+
+    def spike_and_reset(self, v, threshold, coeffs):
+        """Spike where ``v > threshold`` and apply the configured reset to ``v``."""
+        z = self.surrogate(v - threshold)
+        r = z.detach() if self.detach_reset else z
+        if self.reset == "subtract":
+            v = v - r * threshold
+        elif self.reset == "zero":
+            v = v - r * (v - coeffs["v_reset"])
+        return z, v
+
+    def forward(self, x: torch.Tensor, return_traces: bool = False):
+        """Run over a whole sequence ``x [T, B, N]``; optionally also return state traces."""
+        if x.dim() != 3 or x.shape[-1] != self.size:
+            raise ValueError(
+                f"{type(self).__name__} expects input [T, B, {self.size}], got {tuple(x.shape)}"
+            )
+        coeffs = self.coefficients()
+        state = self.initial_state(x.shape[1], x)
+        spikes, traces = [], {name: [] for name in self.state_names}
+        for x_t in x.unbind(0):
+            z, state = self.step(x_t, state, coeffs)
+            spikes.append(z)
+            if return_traces:
+                for name, s in zip(self.state_names, state, strict=True):
+                    traces[name].append(s)
+        spikes = torch.stack(spikes)
+        if return_traces:
+            return spikes, {name: torch.stack(t) for name, t in traces.items()}
+        return spikes
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, dt={self.dt:g}, reset={self.reset}, "
+            f"detach_reset={self.detach_reset}, trainable={list(self.trainable_names)}"
+        )

@@ -1,0 +1,169 @@
+"""Surrogate spike functions: exact Heaviside forward, smooth derivative backward.
+
+A spike is ``H(x)`` with ``x = v - threshold``; its true derivative is zero almost everywhere, so
+training replaces it in the backward pass by the derivative of a smooth function with steepness
+``beta`` (Neftci, Mostafa & Zenke 2019). Every surrogate here defines that derivative
+(:meth:`Surrogate.derivative`) and a ``primitive`` whose derivative it is; the primitive gives
+finite-difference checks and the gradient for a learnable ``beta``.
+
+=============================  ==============================================  ============
+name                           derivative  dH/dx  (backward)                    default beta
+=============================  ==============================================  ============
+superspike / fast_sigmoid      ``1 / (beta*|x| + 1)**2``  (Zenke & Ganguli 2018)    10
+logistic / sigmoid             ``beta * s * (1 - s)``, ``s = sigmoid(beta*x)``      10
+atan                           ``(beta/2) / (1 + (pi/2 * beta * x)**2)``            2
+triangle                       ``beta * max(0, 1 - beta*|x|)``  (Esser et al.)      1
+exponential (SLAYER)           ``(beta/2) * exp(-beta*|x|)``  (Shrestha & Orchard)  5
+=============================  ==============================================  ============
+
+SuperSpike's peak is 1 whatever ``beta`` (as in SPyTorch); the others integrate to 1, so their
+primitive is a smooth step from 0 to 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class _SpikeFunction(torch.autograd.Function):
+    """Heaviside forward; backward from the owning surrogate's analytic derivative."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, beta: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+        ctx.save_for_backward(x, beta)
+        ctx.surrogate = surrogate
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        x, beta = ctx.saved_tensors
+        surrogate = ctx.surrogate
+        grad_x = grad_output * surrogate.derivative(x, beta) if ctx.needs_input_grad[0] else None
+        grad_beta = None
+        if ctx.needs_input_grad[1]:
+            # d(output)/d(beta) taken from the primitive: the same smooth function whose
+            # x-derivative is the surrogate.
+            with torch.enable_grad():
+                b = beta.detach().requires_grad_(True)
+                smooth = surrogate.primitive(x.detach(), b)
+                (grad_beta,) = torch.autograd.grad(smooth, b, grad_output)
+        return grad_x, grad_beta, None
+
+
+class Surrogate(nn.Module):
+    """Base class. ``s(x)`` is ``(x > 0)`` in ``x``'s dtype; its gradient is ``derivative``.
+
+    ``beta`` (steepness) is a fixed number, or a positive ``nn.Parameter`` (stored as its log)
+    when ``learn_beta`` is true.
+    """
+
+    def __init__(self, beta: float, learn_beta: bool = False) -> None:
+        super().__init__()
+        if not (isinstance(beta, int | float) and math.isfinite(beta) and beta > 0):
+            raise ValueError(
+                f"surrogate.beta must be a finite number > 0, got {beta!r} "
+                f"for {type(self).__name__}"
+            )
+        self._fixed_beta = float(beta)
+        self.log_beta = nn.Parameter(torch.tensor(math.log(beta))) if learn_beta else None
+
+    @property
+    def beta(self) -> torch.Tensor:
+        if self.log_beta is None:
+            return torch.tensor(self._fixed_beta, dtype=torch.float64)
+        return self.log_beta.exp()
+
+    @property
+    def learn_beta(self) -> bool:
+        return self.log_beta is not None
+
+    def derivative(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """The surrogate of dH/dx, used in the backward pass."""
+        raise NotImplementedError
+
+    def primitive(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """A smooth function whose x-derivative is :meth:`derivative`."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        beta = self.beta.to(device=x.device, dtype=x.dtype)
+        return _SpikeFunction.apply(x, beta, self)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta.item():.4g}, learn_beta={self.learn_beta}"
+
+
+class SuperSpike(Surrogate):
+    """Fast sigmoid (SuperSpike): derivative ``1 / (beta*|x| + 1)**2``, peak 1."""
+
+    def __init__(self, beta: float = 10.0, learn_beta: bool = False) -> None:
+        super().__init__(beta, learn_beta)
+
+    def derivative(self, x, beta):
+        return 1.0 / (beta * x.abs() + 1.0) ** 2
+
+    def primitive(self, x, beta):
+        return x / (beta * x.abs() + 1.0)
+
+
+class Logistic(Surrogate):
+    """Logistic (sigmoid): derivative ``beta * s * (1 - s)`` with ``s = sigmoid(beta*x)``."""
+
+    def __init__(self, beta: float = 10.0, learn_beta: bool = False) -> None:
+        super().__init__(beta, learn_beta)
+
+    def derivative(self, x, beta):
+        s = torch.sigmoid(beta * x)
+        return beta * s * (1.0 - s)
+
+    def primitive(self, x, beta):
+        return torch.sigmoid(beta * x)
+
+
+class ATan(Surrogate):
+    """Arc-tangent (as snnTorch): derivative ``(beta/2) / (1 + (pi/2 * beta * x)**2)``."""
+
+    def __init__(self, beta: float = 2.0, learn_beta: bool = False) -> None:
+        super().__init__(beta, learn_beta)
+
+    def derivative(self, x, beta):
+        return (beta / 2) / (1.0 + (math.pi / 2 * beta * x) ** 2)
+
+    def primitive(self, x, beta):
+        return torch.atan(math.pi / 2 * beta * x) / math.pi + 0.5
+
+
+class Triangle(Surrogate):
+    """Triangle (piecewise linear): derivative ``beta * max(0, 1 - beta*|x|)``."""
+
+    def __init__(self, beta: float = 1.0, learn_beta: bool = False) -> None:
+        super().__init__(beta, learn_beta)
+
+    def derivative(self, x, beta):
+        return beta * F.relu(1.0 - beta * x.abs())
+
+    def primitive(self, x, beta):
+        u = (beta * x).clamp(-1.0, 1.0)
+        return 0.5 + u - 0.5 * u * u.abs()
+
+
+class Exponential(Surrogate):
+    """Exponential (SLAYER's spike escape density): derivative ``(beta/2) * exp(-beta*|x|)``."""
+
+    def __init__(self, beta: float = 5.0, learn_beta: bool = False) -> None:
+        super().__init__(beta, learn_beta)
+
+    def derivative(self, x, beta):
+        return (beta / 2) * torch.exp(-beta * x.abs())
+
+    def primitive(self, x, beta):
+        return 0.5 + 0.5 * torch.sign(x) * (1.0 - torch.exp(-beta * x.abs()))
+
+
+# Names used in the literature for the same functions.
+FastSigmoid = SuperSpike
+Sigmoid = Logistic

@@ -1,0 +1,35 @@
+"""Shared fixtures: compose the real Hydra config the way `python train.py` does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
+
+from spikelight.train import CONFIG_DIR
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def compose_config(overrides: list[str] = (), output_dir: Path | None = None):
+    """The composed training config (hydra section removed), as ``train.py`` would see it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides))
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def make_config(tmp_path):
+    """``make_config(overrides)``: composed config writing into a temporary run directory."""
+
+    def make(overrides=()):
+        return compose_config(overrides, output_dir=tmp_path / "run")
+
+    return make
