@@ -9,7 +9,6 @@ from spikelight.neurons import ALIF, IF, LIF
 from spikelight.surrogates import SuperSpike
 
 
-
 @pytest.fixture(autouse=True)
 def float64():
     previous = torch.get_default_dtype()
@@ -98,8 +97,16 @@ def test_lif_single_input_spike_gives_difference_of_exponentials():
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 def test_lif_reset_modes(reset):
     dt, tau_mem, tau_syn, theta, v_reset = 1e-3, 10e-3, 5e-3, 1.0, -0.3
-    lif = LIF(1, SuperSpike(), dt=dt, tau_mem=tau_mem, tau_syn=tau_syn, threshold=theta,
-              v_reset=v_reset, reset=reset)
+    lif = LIF(
+        1,
+        SuperSpike(),
+        dt=dt,
+        tau_mem=tau_mem,
+        tau_syn=tau_syn,
+        threshold=theta,
+        v_reset=v_reset,
+        reset=reset,
+    )
     x = constant(3.0, 30)
     z, tr = lif(x, return_traces=True)
     a_m = math.exp(-dt / tau_mem)
@@ -174,6 +181,7 @@ def test_detach_reset_changes_gradient_only_when_reset_acts():
         ({"threshold": 0.0}, "neuron.threshold"),
         ({"dt": float("nan")}, "neuron.dt"),
         ({"trainable": ["tau_adapt"]}, "tau_adapt"),
+        ({"trainable": ["v_reset"], "reset": "subtract"}, "neuron.reset=zero"),
     ],
 )
 def test_bad_parameters_are_rejected(kwargs, match):

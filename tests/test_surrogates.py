@@ -78,7 +78,9 @@ def test_learnable_beta_gradient_is_derivative_of_primitive(name):
     # d/d(log beta) = beta * d/d(beta) of sum(weight * primitive(x, beta))
     b, h = 4.0, 1e-3
     xd, wd = x.double(), weight.double()
-    fd = [(wd * s.primitive(xd, torch.tensor(v, dtype=torch.float64))).sum() for v in (b + h, b - h)]
+    fd = [
+        (wd * s.primitive(xd, torch.tensor(v, dtype=torch.float64))).sum() for v in (b + h, b - h)
+    ]
     expected = b * (fd[0] - fd[1]) / (2 * h)
     assert s.log_beta.grad.item() == pytest.approx(expected.item(), rel=1e-3, abs=1e-6)
 

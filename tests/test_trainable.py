@@ -22,8 +22,15 @@ def network(trainable, neuron=LIF, **neuron_kwargs):
     # reset="zero" so that v_reset takes part in the dynamics and can receive a gradient
     factory = functools.partial(neuron, reset="zero", **neuron_kwargs)
     return SpikingNetwork(
-        num_inputs=6, num_classes=3, hidden=[8, 5], neuron=factory, surrogate=SuperSpike(),
-        trainable=trainable, tau_init=Homogeneous(), recurrent=True, weight_scale=5.0,
+        num_inputs=6,
+        num_classes=3,
+        hidden=[8, 5],
+        neuron=factory,
+        surrogate=SuperSpike(),
+        trainable=trainable,
+        tau_init=Homogeneous(),
+        recurrent=True,
+        weight_scale=5.0,
     )
 
 
@@ -31,7 +38,9 @@ def expected_names(net, subset):
     names = set()
     for name, _ in net.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
-        if leaf == "weight" and ("weights" in subset or name == "readout_fc.weight" and "readout" in subset):
+        if leaf == "weight" and (
+            "weights" in subset or name == "readout_fc.weight" and "readout" in subset
+        ):
             names.add(name)
         if leaf.removesuffix("_raw") in subset and leaf.endswith("_raw"):
             names.add(name)
@@ -95,8 +104,10 @@ def test_bounds_hold_after_many_large_steps(direction):
         opt.zero_grad()
         neurons = [layer.neuron for layer in net.layers]
         # push every time constant and threshold hard in one direction, plus the task loss
-        push = sum(n.get("tau_mem").sum() + n.get("tau_syn").sum() + n.get("threshold").sum()
-                   for n in neurons)
+        push = sum(
+            n.get("tau_mem").sum() + n.get("tau_syn").sum() + n.get("threshold").sum()
+            for n in neurons
+        )
         (direction * push + loss_of(net, seed=step)).backward()
         opt.step()
         for n in neurons:

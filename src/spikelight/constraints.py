@@ -33,7 +33,7 @@ class Identity:
 
 
 class Positive:
-    """``value = floor + softplus(raw)``: stays above ``floor > 0`` even when softplus underflows."""
+    """``value = floor + softplus(raw)``: stays above ``floor`` even where softplus underflows."""
 
     def __init__(self, floor: float = 1e-6) -> None:
         self.floor = float(floor)

@@ -15,6 +15,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from spikelight.resolvers import register_resolvers
+
+register_resolvers()  # before any config is resolved
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -79,7 +82,7 @@ def main(cfg: DictConfig) -> float | None:
     """CLI entry: train and return ``cfg.optimized_metric`` (for hyper-parameter sweepers)."""
     metrics = train(cfg)
     name = cfg.get("optimized_metric")
-    if not name:
+    if not name or not cfg.train:  # evaluation-only runs optimise nothing
         return None
     if name not in metrics:
         raise KeyError(f"optimized_metric={name!r} was not logged; logged: {sorted(metrics)}")

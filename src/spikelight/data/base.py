@@ -125,5 +125,3 @@ class SpikeDataModule(L.LightningDataModule):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
         return self.encode(x, train=training), y
-
-

@@ -77,8 +77,9 @@ def spike_raster(times: torch.Tensor, units: int, steps: int) -> torch.Tensor:
     raster = torch.zeros(n, steps, units, device=times.device)
     sample = torch.arange(n, device=times.device)[:, None].expand(n, events)
     unit = (torch.arange(events, device=times.device) % units).expand(n, events)
-    raster.index_put_((sample, times, unit), torch.ones_like(raster[0, 0, :1]).expand(n, events),
-                      accumulate=True)
+    raster.index_put_(
+        (sample, times, unit), torch.ones_like(raster[0, 0, :1]).expand(n, events), accumulate=True
+    )
     return raster
 
 
@@ -111,7 +112,7 @@ class RandmanDataModule(SpikeDataModule):
         if not (math.isfinite(alpha) and alpha > 0):
             raise ValueError(f"data.alpha must be > 0, got {alpha!r}")
         self.alpha = float(alpha)
-        if not (0 <= val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
+        if not (val_fraction >= 0 and test_fraction > 0 and val_fraction + test_fraction < 1):
             raise ValueError(
                 f"data.val_fraction={val_fraction!r} and data.test_fraction={test_fraction!r} "
                 "must be >= 0, > 0 and sum to less than 1"

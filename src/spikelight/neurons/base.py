@@ -111,6 +111,11 @@ class Neuron(nn.Module):
                 f"{type(self).__name__} has no parameter(s) {sorted(unknown)} to train; "
                 f"its parameters are {sorted(self._constraints)}"
             )
+        if "v_reset" in self._requested_trainable and self.reset != "zero":
+            raise ValueError(
+                f"trainable v_reset has no effect with neuron.reset={self.reset!r}; "
+                "use neuron.reset=zero to train the reset potential"
+            )
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
