@@ -18,15 +18,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own reproducible numpy/python seed (torch does its own)."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    import random
-
-    random.seed(seed)
-
-
 def check_positive_int(name: str, value: int) -> int:
     """Reject sizes such as ``batch_size=0`` with an error that names the key."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
@@ -96,6 +87,8 @@ class SpikeDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
+        # Seeds the shuffle order and, through torch's per-worker seeding, each worker's
+        # torch, numpy and random streams: runs with the same seed load the same batches.
         generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             dataset,
@@ -104,7 +97,6 @@ class SpikeDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=pin,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=_seed_worker,
             generator=generator,
             collate_fn=self.collate_fn,
         )
