@@ -26,37 +26,13 @@ class ALIF(LIF):
         size,
         surrogate,
         trainable=(),
-        dt=1e-3,
-        tau_mem=10e-3,
-        tau_syn=5e-3,
         tau_adapt=200e-3,
         adapt_jump=0.2,
-        v_leak=0.0,
-        threshold=1.0,
-        v_reset=0.0,
-        reset="subtract",
-        detach_reset=True,
-        tau_mem_bounds=(1e-3, 0.5),
-        tau_syn_bounds=(1e-3, 0.5),
         tau_adapt_bounds=(1e-3, 5.0),
-        tau_init=None,
+        **lif_kwargs,
     ):
-        super().__init__(
-            size,
-            surrogate,
-            trainable,
-            dt,
-            tau_mem,
-            tau_syn,
-            v_leak,
-            threshold,
-            v_reset,
-            reset,
-            detach_reset,
-            tau_mem_bounds,
-            tau_syn_bounds,
-            tau_init,
-        )
+        """``lif_kwargs``: the :class:`LIF` parameters (dt, tau_mem, threshold, reset, ...)."""
+        super().__init__(size, surrogate, trainable, **lif_kwargs)
         self.add_time_constant("tau_adapt", tau_adapt, tau_adapt_bounds)
         self.adapt_jump = _positive_finite("adapt_jump", adapt_jump)
         self.check_trainable()
