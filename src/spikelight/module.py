@@ -79,10 +79,13 @@ class SpikingClassifier(L.LightningModule):
         loss = F.cross_entropy(out.logits, y)
         if stage == "train":
             loss = loss + rate_regularizer(out.spikes, **self.reg)
-        # spikes per neuron per second, per layer
+        # per layer: spikes per neuron per second, and the fraction of neurons silent in the batch
         for layer, z in out.spikes.items():
-            rate = z.detach().float().mean() / self.network.dt
+            z = z.detach().float()
+            rate = z.mean() / self.network.dt
+            silent = (z.sum(dim=(0, 1)) == 0).float().mean()
             self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
+            self.log(f"{stage}/silent/{layer}", silent, on_step=False, on_epoch=True)
         return loss, out.logits, y
 
     def training_step(self, batch, batch_idx):

@@ -1,0 +1,260 @@
+"""Lightning callbacks that fill the TensorBoard dashboard of a spiking-network run.
+
+Scalars that every rank can compute (gradient norms) go through ``LightningModule.log``; images,
+histograms and the HParams summary are written by rank zero straight to the TensorBoard
+``SummaryWriter``. Each callback is cheap (a bounded sample, every N epochs) and does nothing when
+the run has no TensorBoard logger. They are selected in ``conf/callbacks/default.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from spikelight.images import line_plot, spike_raster
+from spikelight.network import SpikingNetwork, selected_names
+from spikelight.neurons.base import Neuron
+
+log = logging.getLogger(__name__)
+
+
+def tensorboard_writer(trainer: L.Trainer):
+    """The ``SummaryWriter`` of the run's first TensorBoard logger, or ``None``."""
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            return logger.experiment
+    return None
+
+
+def spiking_layers(network: SpikingNetwork) -> dict[str, Neuron]:
+    """Layer name (as in ``NetworkOutput.spikes``) -> its neuron module."""
+    layers = {f"hidden{i}": layer.neuron for i, layer in enumerate(network.layers)}
+    if isinstance(network.readout, Neuron):
+        layers["readout"] = network.readout
+    return layers
+
+
+def _check_every(every_n_epochs: int) -> int:
+    if isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int):
+        raise ValueError(f"every_n_epochs must be a positive integer, got {every_n_epochs!r}")
+    if every_n_epochs < 1:
+        raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs!r}")
+    return every_n_epochs
+
+
+class GradNormMonitor(L.Callback):
+    """``grad_norm/<group>``: L2 norm of the gradient of each optimiser parameter group.
+
+    Groups are named by ``SpikingNetwork.parameter_groups()`` (``weights``, ``tau_mem``, ...), so
+    a neuron parameter whose gradient vanishes (or explodes) shows up next to the weights'.
+    Averaged over the epoch's optimiser steps.
+    """
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        for index, group in enumerate(optimizer.param_groups):
+            grads = [p.grad.detach().flatten() for p in group["params"] if p.grad is not None]
+            if not grads:
+                continue
+            norm = torch.linalg.vector_norm(torch.cat(grads))
+            name = group.get("name", f"group{index}")
+            pl_module.log(f"grad_norm/{name}", norm, on_step=False, on_epoch=True)
+
+
+class ParameterHistograms(L.Callback):
+    """Histograms of every neuron parameter and weight matrix, per layer, every N epochs.
+
+    Tags ``params/<layer>/<name>``; time constants in milliseconds (``tau_mem_ms``), read through
+    their constraint (``Neuron.get``), so the drift of learned time constants is visible. Written
+    once before training (step 0) and then at the end of every N-th training epoch.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, weights: bool = True) -> None:
+        self.every_n_epochs = _check_every(every_n_epochs)
+        self.weights = weights
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._write(trainer, pl_module)
+
+    @rank_zero_only
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+            self._write(trainer, pl_module)
+
+    def _write(self, trainer, pl_module) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None:
+            return
+        network: SpikingNetwork = pl_module.network
+        step = trainer.global_step
+        for layer, neuron in spiking_layers(network).items():
+            for name in neuron.parameter_names:
+                values = neuron.get(name).detach().float().cpu()
+                tag = f"params/{layer}/{name}"
+                if name.startswith("tau_"):
+                    values, tag = values * 1e3, tag + "_ms"
+                writer.add_histogram(tag, values, step)
+        if not self.weights:
+            return
+        for index, layer in enumerate(network.layers):
+            writer.add_histogram(f"params/hidden{index}/weight", layer.fc.weight.detach(), step)
+            if layer.rec is not None:
+                writer.add_histogram(
+                    f"params/hidden{index}/rec_weight", layer.rec.weight.detach(), step
+                )
+        writer.add_histogram("params/readout/weight", network.readout_fc.weight.detach(), step)
+
+
+class SpikeRasters(L.Callback):
+    """Spike rasters of one fixed validation sample and the readout traces, every N epochs.
+
+    Images ``raster/input``, ``raster/<layer>`` (neurons x time, at most ``max_neurons`` rows)
+    and ``readout/membrane`` (one line per class, the true class drawn thicker; spiking readouts
+    get ``raster/readout`` instead). The sample is
+    the ``sample_index``-th of the first validation batch, kept from the first time it is seen,
+    so every image shows the same input. Written after validation of epochs 0, N, 2N, ...
+    """
+
+    def __init__(
+        self, every_n_epochs: int = 5, sample_index: int = 0, max_neurons: int = 128
+    ) -> None:
+        self.every_n_epochs = _check_every(every_n_epochs)
+        if sample_index < 0 or max_neurons < 1:
+            raise ValueError(
+                f"sample_index must be >= 0 and max_neurons >= 1, "
+                f"got {sample_index!r}, {max_neurons!r}"
+            )
+        self.sample_index = sample_index
+        self.max_neurons = max_neurons
+        self.sample: tuple[torch.Tensor, int] | None = None
+
+    def on_validation_batch_start(
+        self, trainer, pl_module, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if self.sample is not None or batch_idx != 0 or dataloader_idx != 0:
+            return
+        x, y = batch
+        i = min(self.sample_index, x.shape[0] - 1)
+        self.sample = (x[i : i + 1].detach().clone(), int(y[i]))
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.sample is None:
+            return
+        if trainer.current_epoch % self.every_n_epochs != 0:
+            return
+        writer = tensorboard_writer(trainer)
+        if writer is None:
+            return
+        x, label = self.sample
+        x = x.to(pl_module.device)
+        with torch.no_grad():
+            out = pl_module.network(x.transpose(0, 1))  # [T, 1, C]
+        step = trainer.global_step
+        n = self.max_neurons
+        writer.add_image("raster/input", spike_raster(x[0, :, :n]), step)
+        for layer, z in out.spikes.items():
+            writer.add_image(f"raster/{layer}", spike_raster(z[:, 0, :n]), step)
+        if "readout" not in out.spikes:  # a spiking readout already has its raster
+            trace = line_plot(out.readout[:, 0], highlight=label)
+            writer.add_image("readout/membrane", trace, step)
+
+
+class SurrogatePlot(L.Callback):
+    """``surrogate/derivative``: the backward function ``dH/dx`` the run trains with, once.
+
+    Plotted over ``x = v - threshold`` in ``[-x_range, x_range]`` with the surrogate's ``beta``
+    at the start of training.
+    """
+
+    def __init__(self, x_range: float = 2.0, points: int = 401) -> None:
+        if not x_range > 0 or points < 2:
+            raise ValueError(f"need x_range > 0 and points >= 2, got {x_range!r}, {points!r}")
+        self.x_range = float(x_range)
+        self.points = int(points)
+
+    @rank_zero_only
+    def on_train_start(self, trainer, pl_module) -> None:
+        writer = tensorboard_writer(trainer)
+        if writer is None:
+            return
+        surrogate = pl_module.network.surrogate
+        x = torch.linspace(-self.x_range, self.x_range, self.points, dtype=torch.float64)
+        with torch.no_grad():
+            dy = surrogate.derivative(x, surrogate.beta.detach().cpu().double())
+        writer.add_image("surrogate/derivative", line_plot(dy), trainer.global_step)
+
+
+def _class_name(target: str) -> str:
+    return str(target).rsplit(".", 1)[-1]
+
+
+def flat_hparams(
+    neuron: str,
+    surrogate: str,
+    beta: float,
+    trainable: Iterable[str] | Mapping[str, bool],
+    init: str,
+    hidden: Iterable[int],
+    lr: float,
+    seed: int,
+    data: str | None = None,
+    **extra,
+) -> dict[str, str | float | int | bool]:
+    """A run's choices as one flat dict of scalars (what the HParams view can tabulate).
+
+    Targets become class names (``LIF``), lists become strings (``weights+tau_mem``, ``128-128``).
+    """
+    params = {
+        "neuron": _class_name(neuron),
+        "surrogate": _class_name(surrogate),
+        "beta": float(beta),
+        "trainable": "+".join(sorted(selected_names(trainable))),
+        "init": _class_name(init),
+        "hidden": "-".join(str(int(n)) for n in hidden),
+        "lr": float(lr),
+        "seed": int(seed),
+    }
+    if data is not None:
+        params["data"] = _class_name(data)
+    for key, value in extra.items():
+        params[key] = value if isinstance(value, bool | int | float | str) else str(value)
+    return params
+
+
+class HParamsSummary(L.Callback):
+    """Write the run's choices to TensorBoard's HParams tab, against its final metrics.
+
+    ``hparams`` holds the choices (interpolated from the config, see
+    ``conf/callbacks/default.yaml``) and is flattened by :func:`flat_hparams`; ``metrics`` names
+    scalar tags the run logs anyway (``val/acc_best``, ``test/acc``): the HParams view shows their
+    last values, so a sweep's runs can be sorted and compared. Written when fitting starts, so a
+    run that stops early is still listed; also stored in the logger's ``hparams.yaml``.
+    """
+
+    def __init__(self, hparams: Mapping, metrics: Iterable[str] = ("val/acc_best", "test/acc")):
+        self.hparams = flat_hparams(**dict(hparams))
+        self.metrics = [str(m) for m in metrics]
+        if not self.metrics:
+            raise ValueError("HParamsSummary needs at least one metric tag")
+
+    @rank_zero_only
+    def on_fit_start(self, trainer, pl_module) -> None:
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self.hparams)  # hparams.yaml; no metric, no plugin data
+                experiment, start, end = hparams_summary(
+                    self.hparams, dict.fromkeys(self.metrics, 0.0)
+                )
+                writer = logger.experiment._get_file_writer()
+                for summary in (experiment, start, end):
+                    writer.add_summary(summary)
+                writer.flush()
+                return
