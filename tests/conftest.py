@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,18 @@ def compose_config(overrides: list[str] = (), output_dir: Path | None = None):
         with open_dict(cfg):
             cfg.paths.output_dir = str(output_dir)
     return cfg
+
+
+def run_train_cli(*args: str, timeout: float = 300, env: dict | None = None):
+    """``python train.py *args`` from the repository root; the completed process."""
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ traceback on stderr. A few CLI cases run in the default suite too.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import hydra
@@ -18,7 +16,7 @@ import torch
 
 from spikelight.train import train
 from spikelight.validation import ConfigError, validate_checkpoint, validate_config
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, compose_config, run_train_cli
 
 QUICK = ["trainer.accelerator=cpu", "data.num_steps=20"]  # fit every data group
 FAIL_WITHIN_S = 30
@@ -148,14 +146,7 @@ def test_checkpoint_mismatch_lists_missing_unexpected_and_shapes(tmp_path):
 def run_cli(args, timeout=120):
     start = time.perf_counter()
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    result = subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    result = run_train_cli(*args, timeout=timeout, env=env)
     return result, time.perf_counter() - start
 
 
@@ -199,11 +190,10 @@ def test_cli_multirun_reports_each_failed_job(tmp_path):
 
 @pytest.mark.slow
 def test_hydra_full_error_shows_the_traceback(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", *QUICK, "neuron.tau_mem=-1", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
+    result = run_train_cli(
+        *QUICK,
+        "neuron.tau_mem=-1",
+        f"hydra.run.dir={tmp_path}",
         timeout=120,
         env={**os.environ, "HYDRA_FULL_ERROR": "1"},
     )

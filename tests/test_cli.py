@@ -1,23 +1,14 @@
 """`python train.py` in a subprocess: single runs, multiruns and checkpoint evaluation."""
 
-import subprocess
-import sys
-
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_train_cli
 
 QUICK = ["debug=limit", "trainer.accelerator=cpu", "data.samples_per_class=20", "data.num_steps=20"]
 
 
-def run_cli(*args, timeout=300):
-    result = subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_cli(*args):
+    result = run_train_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
