@@ -15,17 +15,17 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from tqdm.auto import tqdm
+
+from spikelight.atomic import atomic_output, scratch_file
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 10.0
@@ -88,37 +88,6 @@ def verify_md5(path: str | os.PathLike, expected: str | None) -> str:
     return actual
 
 
-@contextmanager
-def _scratch_file(directory: Path, name: str) -> Iterator[tuple[BinaryIO, Path]]:
-    """A hidden temporary file next to its destination, removed on exit whatever happens."""
-    fd, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-    temp_path = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.chmod(temp_path, 0o644)  # mkstemp's 0600 would make shared data dirs unreadable
-            yield handle, temp_path
-    finally:
-        temp_path.unlink(missing_ok=True)
-
-
-@contextmanager
-def atomic_output(final_path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Yield a binary handle whose content appears at ``final_path`` only if the body succeeds.
-
-    On normal exit the data are flushed, fsync'ed and renamed to ``final_path``; on any
-    exception (``KeyboardInterrupt`` included) the temporary file is removed and the exception
-    propagates, so ``final_path`` is never a partial file.
-    """
-    final_path = Path(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    with _scratch_file(final_path.parent, final_path.name) as (handle, temp_path):
-        yield handle
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        os.replace(temp_path, final_path)
-
-
 def gunzip_file(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
     """Decompress ``source`` (gzip) to ``destination`` atomically; clear error if corrupt."""
     destination = Path(destination)
@@ -166,7 +135,7 @@ def _download_once(url: str, destination: Path, remote: RemoteFile, timeout: flo
             return
         # The compressed bytes are only a transfer format: keep them just long enough to
         # verify and decompress them.
-        with _scratch_file(destination.parent, remote.remote_name) as (out, temp_path):
+        with scratch_file(destination.parent, remote.remote_name) as (out, temp_path):
             md5 = _stream_to(response, out, remote.remote_name)
             out.close()
             _check_download(url, remote.md5, md5)

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spikelight.atomic import atomic_output
 from spikelight.data.base import SpikeDataModule, check_positive_int
 from spikelight.data.download import (
     CorruptFileError,
     RemoteFile,
-    atomic_output,
     fetch_missing,
     gunzip_file,
     verify_md5,
