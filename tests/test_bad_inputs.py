@@ -49,6 +49,7 @@ BAD_INPUTS = [
     ("neuron_lr_negative", ["model.neuron_lr=-1"], "model.neuron_lr"),
     ("reset_unknown", ["neuron.reset=never"], "neuron.reset"),
     ("decoding_unknown", ["model.network.decoding=softmax"], "model.network.decoding"),
+    ("time_loop_unknown", ["model.network.time_loop=python"], "model.network.time_loop"),
     ("readout_tau_negative", ["model.network.readout_tau_mem=-1"], "model.network.readout_tau_mem"),
     ("reg_l1_negative", ["model.reg_l1=-1"], "model.reg_l1"),
     (

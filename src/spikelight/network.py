@@ -20,9 +20,11 @@ import torch
 from torch import nn
 
 from spikelight.neurons.base import Neuron
+from spikelight.neurons.fused import leaky_integrate, project, run_fused
 from spikelight.surrogates import Surrogate
 
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
+TIME_LOOPS = ("fused", "autograd")
 WEIGHT_SELECTIONS = ("weights", "readout")
 
 
@@ -54,7 +56,9 @@ class LeakyReadout(nn.Module):
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
         self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        if fused:
+            return leaky_integrate(x, self.a_syn, self.a_mem)
         i = v = x.new_zeros(x.shape[1:])
         trace = []
         for x_t in x.unbind(0):
@@ -65,7 +69,12 @@ class LeakyReadout(nn.Module):
 
 
 class SpikingLayer(nn.Module):
-    """``Linear`` projection (all time steps at once), optional recurrence, then neurons."""
+    """``Linear`` projection (all time steps at once), optional recurrence, then neurons.
+
+    With ``fused`` the neurons' whole time loop runs in one autograd Function
+    (:mod:`spikelight.neurons.fused`) when the neuron has a fused kernel; otherwise, or with
+    ``fused=False``, a plain per-step loop that autograd differentiates (the reference).
+    """
 
     def __init__(self, in_features: int, neuron: Neuron, recurrent: bool, weight_scale: float):
         super().__init__()
@@ -76,18 +85,27 @@ class SpikingLayer(nn.Module):
             if linear is not None:
                 nn.init.normal_(linear.weight, std=weight_scale / math.sqrt(linear.in_features))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        current = self.fc(x)
-        if self.rec is None:
-            return self.neuron(current)
-        coeffs = self.neuron.coefficients()
-        state = self.neuron.initial_state(x.shape[1], current)
-        z = current.new_zeros(current.shape[1:])
-        spikes = []
-        for current_t in current.unbind(0):
-            z, state = self.neuron.step(current_t + self.rec(z), state, coeffs)
-            spikes.append(z)
-        return torch.stack(spikes)
+    def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        current = project(x, self.fc.weight) if fused else self.fc(x)
+        return run_neuron(self.neuron, current, self.rec, fused)
+
+
+def run_neuron(
+    neuron: Neuron, current: torch.Tensor, rec: nn.Linear | None = None, fused: bool = True
+) -> torch.Tensor:
+    """Spikes ``[T, B, N]`` of ``neuron`` driven by ``current`` and optional recurrence."""
+    if fused and neuron.fused_dynamics() is not None:
+        return run_fused(neuron, current, None if rec is None else rec.weight)
+    if rec is None:
+        return neuron(current)
+    coeffs = neuron.coefficients()
+    state = neuron.initial_state(current.shape[1], current)
+    z = current.new_zeros(current.shape[1:])
+    spikes = []
+    for current_t in current.unbind(0):
+        z, state = neuron.step(current_t + rec(z), state, coeffs)
+        spikes.append(z)
+    return torch.stack(spikes)
 
 
 class SpikingNetwork(nn.Module):
@@ -97,6 +115,9 @@ class SpikingNetwork(nn.Module):
     ``neuron(size=..., surrogate=..., trainable=..., tau_init=...)`` for each layer.
     ``trainable`` selects what learns: ``weights`` (every synaptic weight), ``readout`` (the
     readout weights only: the reservoir-computing baseline), and any neuron parameter names.
+    ``time_loop="fused"`` runs each layer's time loop in one autograd Function with a
+    hand-written backward, and projects sparse input event by event (fast, lean);
+    ``"autograd"`` is the plain per-step loop it is tested against.
     """
 
     def __init__(
@@ -113,6 +134,7 @@ class SpikingNetwork(nn.Module):
         readout_tau_mem: float = 10e-3,
         readout_tau_syn: float = 5e-3,
         weight_scale: float = 7.0,
+        time_loop: str = "fused",
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -127,6 +149,8 @@ class SpikingNetwork(nn.Module):
             )
         if decoding not in DECODINGS:
             raise ValueError(f"model.decoding must be one of {DECODINGS}, got {decoding!r}")
+        if time_loop not in TIME_LOOPS:
+            raise ValueError(f"model.time_loop must be one of {TIME_LOOPS}, got {time_loop!r}")
         if not (math.isfinite(weight_scale) and weight_scale > 0):
             raise ValueError(f"model.weight_scale must be > 0, got {weight_scale!r}")
         trainable = selected_names(trainable)
@@ -136,6 +160,7 @@ class SpikingNetwork(nn.Module):
 
         self.decoding = decoding
         self.surrogate = surrogate
+        self.fused = time_loop == "fused"
 
         def make_neuron(size: int) -> Neuron:
             return neuron(
@@ -184,11 +209,13 @@ class SpikingNetwork(nn.Module):
         spikes = {}
         h = x
         for index, layer in enumerate(self.layers):
-            h = layer(h)
+            h = layer(h, self.fused)
             spikes[f"hidden{index}"] = h
-        readout = self.readout(self.readout_fc(h))
+        current = self.readout_fc(h)
         if isinstance(self.readout, Neuron):
-            spikes["readout"] = readout
+            readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
+        else:
+            readout = self.readout(current, self.fused)
         return NetworkOutput(logits=decode(readout, self.decoding), readout=readout, spikes=spikes)
 
 

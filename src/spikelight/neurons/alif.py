@@ -45,6 +45,11 @@ class ALIF(LIF):
     def initial_state(self, batch, like):
         return (*super().initial_state(batch, like), like.new_zeros(batch, self.size))
 
+    def fused_dynamics(self):
+        if type(self).step is not ALIF.step:
+            return None
+        return self._dynamics(synapse=True, leaky=True, adaptive=True, adapt_jump=self.adapt_jump)
+
     def step(self, x, state, coeffs):
         i, v, b = state
         i, v = self.integrate(x, i, v, coeffs)

@@ -17,6 +17,7 @@ from torch import nn
 
 from spikelight.constraints import Identity, LogInterval, Positive
 from spikelight.init import Homogeneous
+from spikelight.neurons.fused import Dynamics
 from spikelight.surrogates import Surrogate
 
 RESET_MODES = ("zero", "subtract", "none")
@@ -141,6 +142,20 @@ class Neuron(nn.Module):
     def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
         zeros = like.new_zeros(batch, self.size)
         return tuple(zeros for _ in self.state_names)
+
+    def fused_dynamics(self):
+        """The :class:`~spikelight.neurons.fused.Dynamics` of this neuron's ``step``, or None.
+
+        None means no fused kernel reproduces ``step`` (a new neuron type, or a smooth forward
+        pass): the network then runs the plain autograd loop.
+        """
+        return None
+
+    def _dynamics(self, **terms) -> Dynamics | None:
+        """``Dynamics`` with this neuron's reset and surrogate; None under a smooth forward."""
+        if self.surrogate.smooth_forward:
+            return None
+        return Dynamics(self.reset, self.detach_reset, self.surrogate, **terms)
 
     def step(self, x, state, coeffs):
         """One time step: ``(input [B, N], state, coeffs) -> (spikes [B, N], new state)``."""

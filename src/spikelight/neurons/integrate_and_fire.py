@@ -37,6 +37,11 @@ class IF(Neuron):
         self.add_voltage("v_reset", v_reset)
         self.check_trainable()
 
+    def fused_dynamics(self):
+        if type(self).step is not IF.step:
+            return None
+        return self._dynamics(rectify=self.rectify)
+
     def step(self, x, state, coeffs):
         (v,) = state
         v = v + x

@@ -1,0 +1,171 @@
+"""The fused time loop and event projection against the plain autograd loop (float64)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from spikelight.network import SpikingNetwork
+from spikelight.neurons import ALIF, IF, LIF
+from spikelight.neurons.fused import leaky_integrate, project
+from spikelight.surrogates import Logistic, SuperSpike
+
+NEURONS = {
+    "if": (IF, {}, ("threshold", "v_reset")),
+    "if_rectify": (IF, {"rectify": True}, ("threshold", "v_reset")),
+    "lif": (LIF, {}, ("tau_mem", "tau_syn", "v_leak", "threshold", "v_reset")),
+    "alif": (ALIF, {}, ("tau_mem", "tau_syn", "v_leak", "threshold", "v_reset", "tau_adapt")),
+}
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def twin_networks(
+    kind, reset, detach_reset, recurrent, decoding="max_membrane", weights_only=False, **extra
+):
+    """The same network twice, fused and autograd, with identical parameters."""
+    cls, kwargs, params = NEURONS[kind]
+    trainable = ["weights", *(p for p in params if p != "v_reset" or reset == "zero")]
+    trainable = trainable[:1] if weights_only else trainable
+    neuron = functools.partial(
+        cls, reset=reset, detach_reset=detach_reset, **kwargs, **extra.pop("neuron", {})
+    )
+    surrogate = extra.pop("surrogate", SuperSpike(beta=5.0))
+    nets = []
+    for time_loop in ("fused", "autograd"):
+        torch.manual_seed(0)
+        nets.append(
+            SpikingNetwork(
+                num_inputs=12,
+                num_classes=4,
+                hidden=[9, 6],
+                neuron=neuron,
+                surrogate=surrogate,
+                trainable=trainable,
+                recurrent=recurrent,
+                decoding=decoding,
+                time_loop=time_loop,
+                **extra,
+            )
+        )
+    # move every neuron parameter away from its initial (homogeneous) value
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in nets[0].state_dict().items():
+            if name.endswith("_raw"):
+                p.add_(0.3 * torch.randn(p.shape, generator=generator))
+    nets[1].load_state_dict(nets[0].state_dict())
+    return nets
+
+
+def events(steps=40, batch=3, channels=12, density=0.3, seed=2):
+    generator = torch.Generator().manual_seed(seed)
+    x = (torch.rand(steps, batch, channels, generator=generator) < density).double()
+    return x * torch.randint(1, 3, x.shape, generator=generator)  # counts, as binned SHD
+
+
+def loss_and_grads(net, x):
+    out = net(x)
+    target = torch.arange(x.shape[1]) % out.logits.shape[1]
+    loss = torch.nn.functional.cross_entropy(out.logits, target)
+    loss = loss + sum(z.mean() for z in out.spikes.values())  # gradients through every layer
+    grads = torch.autograd.grad(loss, [p for p in net.parameters() if p.requires_grad])
+    names = [n for n, p in net.named_parameters() if p.requires_grad]
+    return out, dict(zip(names, grads, strict=True))
+
+
+def assert_same_training_signal(nets, x):
+    (out_f, grads_f), (out_a, grads_a) = (loss_and_grads(net, x) for net in nets)
+    for name in out_a.spikes:
+        assert torch.equal(out_f.spikes[name], out_a.spikes[name]), name
+        assert out_a.spikes[name].sum() > 0, f"{name} never spikes: the test would be vacuous"
+    torch.testing.assert_close(out_f.logits, out_a.logits, rtol=1e-10, atol=1e-12)
+    assert grads_f.keys() == grads_a.keys()
+    for name, grad in grads_a.items():
+        assert grad.abs().sum() > 0, f"{name} has no gradient: the test would be vacuous"
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("recurrent", [False, True], ids=["ff", "rec"])
+@pytest.mark.parametrize("detach_reset", [True, False], ids=["detach", "attach"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_gradients_equal_autograd_loop(kind, reset, detach_reset, recurrent):
+    nets = twin_networks(kind, reset, detach_reset, recurrent)
+    assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_spiking_readout_and_learned_beta(kind):
+    surrogate = Logistic(beta=3.0, learn_beta=True)
+    nets = twin_networks(kind, "subtract", True, True, decoding="spike_count", surrogate=surrogate)
+    assert "readout" in nets[0](events()).spikes
+    assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_with_fixed_neuron_parameters(kind, reset):
+    nets = twin_networks(kind, reset, True, True, weights_only=True)
+    assert not any(n.endswith("_raw") for n, _ in nets[0].named_parameters())
+    assert_same_training_signal(nets, events())
+
+
+def test_fused_matches_with_sparse_event_input():
+    nets = twin_networks("lif", "subtract", True, True)
+    assert_same_training_signal(nets, events(steps=60, density=0.03))
+
+
+def test_event_projection_equals_dense_product_and_its_gradient():
+    x = events(steps=20, batch=5, channels=30, density=0.05)
+    weight = torch.randn(7, 30, requires_grad=True)
+    out = project(x, weight)
+    assert out.layout == torch.strided and out.shape == (20, 5, 7)
+    torch.testing.assert_close(out, x @ weight.t())
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, weight, grad_out)
+    torch.testing.assert_close(grad, torch.einsum("tbk,tbc->kc", grad_out, x))
+    small = weight.detach()[:3, :2].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda w: project(x[:4, :, :2], w), (small,))
+
+
+def test_leaky_integrator_equals_loop_and_gradcheck():
+    x = torch.randn(25, 2, 3, requires_grad=True)
+    a_syn, a_mem = torch.tensor(0.8), torch.tensor(0.9)
+    i = v = torch.zeros(2, 3)
+    trace = []
+    for x_t in x:
+        i = a_syn * i + x_t
+        v = a_mem * v + (1 - a_mem) * i
+        trace.append(v)
+    torch.testing.assert_close(leaky_integrate(x, a_syn, a_mem), torch.stack(trace))
+    assert torch.autograd.gradcheck(lambda x: leaky_integrate(x, a_syn, a_mem), (x[:8],))
+
+
+def test_neurons_without_a_kernel_run_the_autograd_loop():
+    class Doubling(LIF):  # a new step the fused kernel does not know
+        def step(self, x, state, coeffs):
+            return super().step(2 * x, state, coeffs)
+
+    assert Doubling(3, SuperSpike()).fused_dynamics() is None
+    assert LIF(3, SuperSpike(smooth_forward=True)).fused_dynamics() is None
+    assert ALIF(3, SuperSpike()).fused_dynamics().adaptive
+    net = SpikingNetwork(12, 4, [5], functools.partial(Doubling), SuperSpike(), recurrent=True)
+    reference = SpikingNetwork(
+        12, 4, [5], functools.partial(Doubling), SuperSpike(), recurrent=True, time_loop="autograd"
+    )
+    reference.load_state_dict(net.state_dict())
+    torch.testing.assert_close(net(events()).logits, reference(events()).logits)
+
+
+def test_unknown_time_loop_is_rejected():
+    with pytest.raises(ValueError, match="time_loop.*'python'"):
+        SpikingNetwork(12, 4, [5], LIF, SuperSpike(), time_loop="python")
