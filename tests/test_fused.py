@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import shutil
 
 import pytest
 import torch
 
+from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
 from spikelight.neurons import ALIF, IF, LIF
 from spikelight.neurons.fused import leaky_integrate, project
@@ -169,3 +171,26 @@ def test_neurons_without_a_kernel_run_the_autograd_loop():
 def test_unknown_time_loop_is_rejected():
     with pytest.raises(ValueError, match="time_loop.*'python'"):
         SpikingNetwork(12, 4, [5], LIF, SuperSpike(), time_loop="python")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on CPU needs a C compiler")
+@pytest.mark.parametrize("time_loop", ["fused", "autograd"])
+def test_compiled_network_trains_like_the_eager_one(time_loop):
+    torch.set_default_dtype(torch.float32)  # inductor's CPU path, as used in training
+    eager, compiled = (
+        SpikingClassifier(
+            SpikingNetwork(12, 4, [6], LIF, SuperSpike(), recurrent=True, time_loop=time_loop),
+            optimizer=torch.optim.SGD,
+            compile=compile,
+        )
+        for compile in (False, True)
+    )
+    compiled.load_state_dict(eager.state_dict())
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
+    x = events(steps=8).float().transpose(0, 1)  # batch-major, as the datamodules give it
+    grads = []
+    for module in (eager, compiled):
+        out = module.run_network(x)
+        out.logits.sum().backward()
+        grads.append(module.network.layers[0].fc.weight.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)

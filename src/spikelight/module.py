@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from spikelight.network import SpikingNetwork
+from spikelight.network import NetworkOutput, SpikingNetwork
 
 
 def rate_regularizer(
@@ -39,7 +39,12 @@ def rate_regularizer(
 
 
 class SpikingClassifier(L.LightningModule):
-    """``forward(x [B, T, C]) -> scores [B, K]``; training, validation and test loops."""
+    """``forward(x [B, T, C]) -> scores [B, K]``; training, validation and test loops.
+
+    ``compile=True`` runs the network through ``torch.compile``. The fused time loops and the
+    event projection stay eager (compiling a Python time loop unrolls it); what is compiled
+    is the rest of the graph, and the whole per-step loop with ``time_loop=autograd``.
+    """
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class SpikingClassifier(L.LightningModule):
         reg_l1: float = 0.0,
         reg_l2: float = 0.0,
         reg_l2_bound: float = 0.0,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if neuron_lr is not None and not neuron_lr > 0:
@@ -58,6 +64,8 @@ class SpikingClassifier(L.LightningModule):
             if not value >= 0:
                 raise ValueError(f"model.{name} must be >= 0, got {value!r}")
         self.network = network
+        # compiled as a function, not a wrapped module, so checkpoint keys stay the same
+        self._compiled_network = torch.compile(network.forward) if compile else None
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.neuron_lr = neuron_lr
@@ -71,11 +79,16 @@ class SpikingClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network(x.transpose(0, 1)).logits
+        return self.run_network(x).logits
+
+    def run_network(self, x: torch.Tensor) -> NetworkOutput:
+        """The network on batch-major input ``[B, T, C]`` (compiled if ``compile``)."""
+        run = self._compiled_network or self.network
+        return run(x.transpose(0, 1))
 
     def _step(self, batch, stage: str):
         x, y = batch
-        out = self.network(x.transpose(0, 1))
+        out = self.run_network(x)
         loss = F.cross_entropy(out.logits, y)
         if stage == "train":
             loss = loss + rate_regularizer(out.spikes, **self.reg)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spikelight.neurons.base import Neuron
-from spikelight.neurons.fused import leaky_integrate, project, run_fused
+from spikelight.neurons.fused import leaky_integrate, project, project_spikes, run_fused
 from spikelight.surrogates import Surrogate
 
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
@@ -85,9 +85,19 @@ class SpikingLayer(nn.Module):
             if linear is not None:
                 nn.init.normal_(linear.weight, std=weight_scale / math.sqrt(linear.in_features))
 
-    def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
-        current = project(x, self.fc.weight) if fused else self.fc(x)
+    def forward(self, x: torch.Tensor, fused: bool = True, spikes_in: bool = False) -> torch.Tensor:
+        """``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes)."""
+        current = _linear(x, self.fc.weight, fused, spikes_in)
         return run_neuron(self.neuron, current, self.rec, fused)
+
+
+def _linear(x, weight, fused: bool, spikes_in: bool) -> torch.Tensor:
+    """``x @ weight.T``: event-driven for sparse data, boolean-saving for binary spikes."""
+    if not fused:
+        return nn.functional.linear(x, weight)
+    if spikes_in and x.requires_grad:
+        return project_spikes(x, weight)
+    return project(x, weight)
 
 
 def run_neuron(
@@ -208,10 +218,12 @@ class SpikingNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> NetworkOutput:
         spikes = {}
         h = x
+        binary = False  # h holds only 0 and 1: the spikes of a fused layer
         for index, layer in enumerate(self.layers):
-            h = layer(h, self.fused)
+            h = layer(h, self.fused, binary)
             spikes[f"hidden{index}"] = h
-        current = self.readout_fc(h)
+            binary = self.fused and layer.neuron.fused_dynamics() is not None
+        current = _linear(h, self.readout_fc.weight, self.fused, binary)
         if isinstance(self.readout, Neuron):
             readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
         else:

@@ -74,6 +74,7 @@ class _FusedLayer(torch.autograd.Function):
         # i is only needed backwards for the gradient of a time constant
         keep_i = d.synapse and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
         spikes, u_all = torch.empty_like(x), torch.empty_like(x)
+        fired = torch.empty(x.shape, dtype=torch.bool, device=x.device)  # saved: 1 byte/spike
         b_all = torch.empty_like(x) if d.adaptive else None  # b_{t-1}: part of theta_t
         i_all = torch.empty_like(x) if keep_i else None
         w_t = rec_weight.t() if rec_weight is not None else None
@@ -86,7 +87,7 @@ class _FusedLayer(torch.autograd.Function):
             else:
                 torch.add(v, i, out=u)
             theta = threshold + b if d.adaptive else threshold
-            z = spikes[t].copy_(u > theta)  # u > theta  <=>  u - theta > 0, exactly
+            z = spikes[t].copy_(torch.gt(u, theta, out=fired[t]))  # <=> u - theta > 0, exactly
             v = _reset(d, u, z, theta, v_reset)
             if d.adaptive:
                 b_all[t] = b
@@ -95,7 +96,7 @@ class _FusedLayer(torch.autograd.Function):
                 i_all[t] = i
         ctx.d = d
         ctx.save_for_backward(
-            spikes, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
+            fired, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
             a_adapt, beta,
         )  # fmt: skip
         return spikes
@@ -103,51 +104,58 @@ class _FusedLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes):
         d = ctx.d
-        (z_all, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
+        (fired, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
          a_adapt, beta) = ctx.saved_tensors  # fmt: skip
         names = ("x", "w", "a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt", "beta")
         need = dict(zip(names, ctx.needs_input_grad, strict=False))
         steps = u_all.shape[0]
-        theta_all = threshold + b_all if d.adaptive else threshold.expand_as(u_all)
-        x_all = u_all - theta_all
-        surrogate_grad = d.surrogate.derivative(x_all, beta.to(x_all.dtype))
-        # post-reset membranes, recomputed with the forward's arithmetic (bit-identical)
-        v_all = _reset(d, u_all, z_all, theta_all, v_reset) if d.rectify or need["a_mem"] else None
         gain = 1 - a_mem if d.leaky else None
+        beta_ = beta.to(u_all.dtype)
         need_theta = need["threshold"] or d.adaptive
+
+        def theta_at(t):
+            return threshold + b_all[t] if d.adaptive else threshold
+
+        def v_at(t):  # post-reset membrane, recomputed with the forward's arithmetic
+            return _reset(d, u_all[t], fired[t].to(u_all.dtype), theta_at(t), v_reset)
 
         sums = {}  # per-neuron gradients, summed over time here and over the batch at the end
 
         def accumulate(name, value):
             sums[name] = value if name not in sums else sums[name] + value
 
+        # Everything below is per step on [B, N] slices: no [T, B, N] temporaries but grad_in.
         lam_v = lam_i = lam_b = torch.zeros_like(u_all[0])  # dL/dv_t, dL/di_t, dL/db_t
         grad_in = torch.empty_like(u_all)
         grad_z_all = torch.empty_like(u_all) if need["beta"] else None
         grad_z = grad_spikes[steps - 1]
+        v_before = v_at(steps - 1) if d.rectify or need["a_mem"] else None
         for t in range(steps - 1, -1, -1):
-            z, u, theta = z_all[t], u_all[t], theta_all[t]
+            z, u, theta = fired[t].to(u_all.dtype), u_all[t], theta_at(t)
+            v, v_before = v_before, (v_at(t - 1) if t > 0 and v_before is not None else None)
             if d.adaptive:  # b_t = a_adapt b_{t-1} + adapt_jump z_t
                 grad_z = torch.add(grad_z, lam_b, alpha=d.adapt_jump)
-            grad_v = lam_v * (v_all[t] > 0) if d.rectify else lam_v  # before rectification
+            grad_v = lam_v * (v > 0) if d.rectify else lam_v  # before rectification
             grad_theta, grad_r = 0.0, None
             if d.reset == "subtract":  # v = u - r theta
                 grad_u = grad_v
                 if need_theta:
                     grad_theta = -z * grad_v
-                grad_r = -theta * grad_v
+                if not d.detach_reset:
+                    grad_r = -theta * grad_v
             elif d.reset == "zero":  # v = u - r (u - v_reset)
                 grad_u = grad_v * (1 - z)
                 if need["v_reset"]:
                     accumulate("v_reset", z * grad_v)
-                grad_r = (v_reset - u) * grad_v
+                if not d.detach_reset:
+                    grad_r = (v_reset - u) * grad_v
             else:
                 grad_u = grad_v
-            if grad_r is not None and not d.detach_reset:
+            if grad_r is not None:
                 grad_z = grad_z + grad_r
             if grad_z_all is not None:
                 grad_z_all[t] = grad_z
-            grad_x = grad_z * surrogate_grad[t]  # z = H(u - theta)
+            grad_x = grad_z * d.surrogate.derivative(u - theta, beta_)  # z = H(u - theta)
             grad_u = grad_u + grad_x
             if need_theta:
                 grad_theta = grad_theta - grad_x
@@ -159,7 +167,7 @@ class _FusedLayer(torch.autograd.Function):
                 lam_b = torch.addcmul(grad_theta, a_adapt, lam_b)
             if d.leaky:  # u = v_leak + a_mem (v_{t-1} - v_leak) + (1 - a_mem) i_t
                 if need["a_mem"]:
-                    v_prev = v_all[t - 1] if t > 0 else v_leak
+                    v_prev = v_before if t > 0 else v_leak
                     accumulate("a_mem", grad_u * (v_prev - v_leak - i_all[t]))
                 if need["v_leak"]:
                     accumulate("v_leak", grad_u)  # times (1 - a_mem), applied once below
@@ -181,13 +189,13 @@ class _FusedLayer(torch.autograd.Function):
             sums["v_leak"] = sums["v_leak"] * gain + lam_v
         grad_w = None
         if need["w"]:
-            size = u_all.shape[-1]
-            grad_w = grad_in[1:].reshape(-1, size).t() @ z_all[:-1].reshape(-1, size)
+            grad_w = spike_outer(grad_in[1:], fired[:-1])
         grad_beta = None
         if need["beta"]:  # d(spike)/d(beta) from the surrogate's primitive, as _SpikeFunction
             with torch.enable_grad():
                 b = beta.detach().requires_grad_(True)
-                smooth = d.surrogate.primitive(x_all, b.to(x_all.dtype))
+                theta_all = threshold + b_all if d.adaptive else threshold
+                smooth = d.surrogate.primitive(u_all - theta_all, b.to(u_all.dtype))
                 (grad_beta,) = torch.autograd.grad(smooth, b, grad_z_all)
         zero = torch.zeros_like(u_all[0, 0])  # e.g. a_syn's gradient over a single step
         coefficient_grads = [
@@ -197,6 +205,7 @@ class _FusedLayer(torch.autograd.Function):
         return (grad_in if need["x"] else None, grad_w, *coefficient_grads, grad_beta, None)
 
 
+@torch.compiler.disable  # a Python time loop: torch.compile would unroll it
 def run_fused(neuron, current: torch.Tensor, rec_weight: torch.Tensor | None = None):
     """Spikes ``[T, B, N]`` of ``neuron`` driven by ``current`` (+ recurrent ``rec_weight``)."""
     d = neuron.fused_dynamics()
@@ -220,6 +229,41 @@ def run_fused(neuron, current: torch.Tensor, rec_weight: torch.Tensor | None = N
         beta,
         d,
     )
+
+
+def spike_outer(grad: torch.Tensor, fired: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """``sum_t grad[t]^T z[t]`` for boolean spikes ``fired``, a few time steps at a time.
+
+    Converting all spikes to floats at once would add a ``[T, B, N]`` float temporary.
+    """
+    out = grad.new_zeros(grad.shape[-1], fired.shape[-1])
+    for start in range(0, grad.shape[0], chunk):
+        g = grad[start : start + chunk].flatten(0, -2)
+        z = fired[start : start + chunk].flatten(0, -2).to(grad.dtype)
+        out.addmm_(g.t(), z)
+    return out
+
+
+class _SpikeProjection(torch.autograd.Function):
+    """``z @ weight.T`` for 0/1 spikes ``z``, saving them as booleans (a quarter of floats)."""
+
+    @staticmethod
+    def forward(ctx, z, weight):
+        ctx.save_for_backward(z.bool(), weight)
+        return z @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        fired, weight = ctx.saved_tensors
+        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = spike_outer(grad, fired) if ctx.needs_input_grad[1] else None
+        return grad_z, grad_w
+
+
+@torch.compiler.disable
+def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``z @ weight.T`` for spikes that are exactly 0 or 1 (the fused layers' output)."""
+    return _SpikeProjection.apply(z, weight)
 
 
 def _filter(x, a_syn, a_mem):
@@ -246,6 +290,7 @@ class _LeakyIntegrator(torch.autograd.Function):
         return _filter(grad.flip(0), *ctx.coefficients).flip(0), None, None
 
 
+@torch.compiler.disable  # a Python time loop: torch.compile would unroll it
 def leaky_integrate(x: torch.Tensor, a_syn: torch.Tensor, a_mem: torch.Tensor) -> torch.Tensor:
     """Membrane ``[T, B, K]`` of the non-spiking readout (fixed decays); saves nothing."""
     return _LeakyIntegrator.apply(x, a_syn.to(x.dtype), a_mem.to(x.dtype))
@@ -284,6 +329,7 @@ class _EventProjection(torch.autograd.Function):
 SPARSE_DENSITY = 0.1
 
 
+@torch.compiler.disable  # data-dependent shapes (the events)
 def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T``; for constant input with few events (spike data), at a cost per event.
 

@@ -1,0 +1,163 @@
+"""scripts/benchmark.py at tiny sizes: its JSON, its agreement check, its memory measures.
+
+No timing assertions: speed is measured by running the script, never by tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT
+
+TINY = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "2", "--warmup", "1"]
+
+
+def _load_benchmark():
+    path = REPO_ROOT / "scripts" / "benchmark.py"
+    spec = importlib.util.spec_from_file_location("spikelight_benchmark_script", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
+
+
+def tiny_setup(recurrent=True, T=10, batch=4, dtype=torch.float32):
+    case = bench.Case("tiny", T=T, batch=batch, hidden=16, recurrent=recurrent)
+    return bench.make_setup(case, "cpu", dtype)
+
+
+def test_main_writes_json_and_tables(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = [*TINY, "--case", "shd_recurrent", "--case", "shd_feedforward"]
+    results = bench.main([*argv, "--impl", "spikelight", "--memory", "saved", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["schema"] == bench.SCHEMA
+    assert data == json.loads(json.dumps(results))
+    assert {"cpu", "torch", "torch_threads", "device"} <= set(data["machine"])
+    assert [c["name"] for c in data["cases"]] == ["shd_recurrent", "shd_feedforward"]
+    for case in data["cases"]:
+        assert (case["T"], case["batch"], case["hidden"]) == (10, 4, 16)
+        rows = {r["implementation"]: r for r in case["results"]}
+        assert {"spikelight", "reference"} <= set(rows)
+        for row in rows.values():
+            assert row["available"]
+            assert len(row["times_ms"]) == 2
+            assert row["q1_ms"] <= row["median_ms"] <= row["q3_ms"]
+            assert row["saved_bytes"] > 0
+            assert "peak_bytes" not in row  # --memory saved
+        assert rows["reference"]["time_vs_reference"] == pytest.approx(1.0)
+        checks = {c["implementation"]: c for c in case["checks"]}
+        assert "spikelight" in checks
+        for check in checks.values():
+            assert check["passed"] and check["asserted"] == "float64"
+            assert check["float64"]["dtype"] == "float64" and check["float64"]["passed"]
+            assert check["float64"]["max_rel_diff"] < 1e-9
+            assert check["float32"]["dtype"] == "float32"
+    assert data["scaling"] is None
+    assert data["targets"] == []  # sizes are not the issue's cases
+    table = capsys.readouterr().out
+    assert "shd_recurrent: recurrent, T=10, batch=4" in table
+    assert "spikelight == reference: passed; float64 (asserted)" in table
+
+
+def test_markdown_and_scaling(tmp_path, capsys):
+    argv = [*TINY, "--scaling", "--impl", "spikelight", "--memory", "saved", "--markdown"]
+    argv += ["--scaling-T", "4,8,16", "--scaling-batch", "2,4", "--scaling-base", "8,4"]
+    results = bench.main(argv)
+    assert results["cases"] == []
+    scaling = results["scaling"]
+    assert {(p["axis"], p["T"], p["batch"]) for p in scaling["points"]} == {
+        ("T", 4, 4),
+        ("T", 8, 4),
+        ("T", 16, 4),
+        ("batch", 8, 2),
+        ("batch", 8, 4),
+    }
+    # the reference saves the same tensors every time step: saved bytes are linear in T
+    fit = next(
+        f
+        for f in scaling["fits"]
+        if (f["implementation"], f["axis"], f["metric"]) == ("reference", "T", "saved_bytes")
+    )
+    assert fit["r2"] > 0.9999 and fit["slope"] > 0
+    printed = capsys.readouterr().out
+    assert "| implementation |" in printed and "### scaling in T" in printed
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
+def test_reference_agrees_with_spikelight(dtype, rtol):
+    setup = tiny_setup(dtype=dtype)
+    result = bench.check_agreement(
+        bench.build_spikelight(setup), bench.build_reference(setup), rtol=rtol
+    )
+    assert result["passed"] and result["spikes_differing"] == 0
+    assert result["dtype"] == str(dtype).removeprefix("torch.")
+    assert result["hidden_rate"] > 0  # spikes happen, so reset and surrogate are exercised
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tau_syn": 6e-3},
+        {"tau_mem": 12e-3},
+        {"readout_tau_mem": 12e-3},
+        {"beta": 50.0},
+        {"threshold": 1.1},
+        {"detach_reset": False},
+    ],
+)
+@pytest.mark.parametrize("recurrent", [True, False])
+@pytest.mark.parametrize(
+    "dtype,rtol",
+    [(torch.float32, bench.DEFAULT_RTOL_FLOAT32), (torch.float64, bench.DEFAULT_RTOL)],
+)
+def test_check_fails_on_perturbed_equations(change, recurrent, dtype, rtol):
+    setup = tiny_setup(recurrent=recurrent, dtype=dtype)
+    spikelight, perturbed = bench.build_spikelight(setup), bench.reference_bench(setup, **change)
+    with pytest.raises(bench.AgreementError, match="disagree"):
+        bench.check_agreement(spikelight, perturbed, rtol)
+
+
+def test_saved_bytes_count_activations_not_weights():
+    small, large = tiny_setup(T=10), tiny_setup(T=20)
+    saved_small = bench.saved_bytes(bench.build_reference(small), small)
+    saved_large = bench.saved_bytes(bench.build_reference(large), large)
+    # per step: the spikes (recurrent input) and v - threshold (surrogate), plus the stacked
+    # spikes for the readout projection: 3 float32 [B, H] tensors
+    per_step = 3 * 4 * 16 * 4
+    assert saved_large - saved_small == 10 * per_step
+    assert saved_small < 10 * per_step + 4096  # the weights (16 x 700 floats) are excluded
+
+
+def test_peak_step_memory_in_process():
+    setup = tiny_setup()
+    peak = bench.peak_step_memory(bench.build_reference(setup), torch.device("cpu"), steps=1)
+    assert peak["method"] in ("rss_hwm", "rss_sampled")
+    assert peak["peak_bytes"] >= 0
+
+
+@pytest.mark.parametrize("peer,module", [("snnTorch", "snntorch"), ("Norse", "norse")])
+@pytest.mark.parametrize("recurrent", [True, False])
+def test_peer_builds_and_steps(peer, module, recurrent):
+    pytest.importorskip(module)
+    setup = tiny_setup(recurrent=recurrent)
+    peer_bench = bench.IMPLEMENTATIONS[peer].build(setup)
+    loss, spikes = peer_bench.forward()
+    assert torch.isfinite(loss) and spikes.shape == (10, 4, 16)
+    peer_bench.step()
+    assert all(p.grad is None for p in peer_bench.module.parameters())
+
+
+def test_bad_arguments_name_the_value(tmp_path):
+    with pytest.raises(SystemExit, match="unknown --impl"):
+        bench.main([*TINY, "--impl", "nope"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.main([*TINY, "--json", str(tmp_path / "missing" / "x.json")])
