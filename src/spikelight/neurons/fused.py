@@ -313,13 +313,17 @@ class _EventProjection(torch.autograd.Function):
         flat = x.view(-1)
         index = flat.nonzero().squeeze(1)  # row-major: sorted by row
         rows, cols, values = index // x.shape[1], index % x.shape[1], flat[index]
-        ctx.save_for_backward(rows, cols, values)
+        compact = torch.int32 if flat.numel() < 2**31 else torch.int64
+        ctx.save_for_backward(index.to(compact), values)  # 8 bytes per event
         ctx.shape = x.shape
         return _csr(rows, cols, values, x.shape) @ weight.t()
 
     @staticmethod
     def backward(ctx, grad):
-        rows, cols, values = ctx.saved_tensors
+        index, values = ctx.saved_tensors
+        channels = ctx.shape[1]
+        index = index.long()
+        rows, cols = index // channels, index % channels
         order = torch.argsort(cols * ctx.shape[0] + rows)  # the events of x.T in CSR order
         x_t = _csr(cols[order], rows[order], values[order], ctx.shape[::-1])
         return None, (x_t @ grad).t()
