@@ -131,6 +131,9 @@ def test_event_projection_equals_dense_product_and_its_gradient():
     weight = torch.randn(7, 30, requires_grad=True)
     out = project(x, weight)
     assert out.layout == torch.strided and out.shape == (20, 5, 7)
+    assert "EventProjection" in type(out.grad_fn.next_functions[0][0]).__name__  # event path
+    dense = events(steps=20, batch=5, channels=30, density=0.5)
+    assert "EventProjection" not in str(project(dense, weight).grad_fn.next_functions)
     torch.testing.assert_close(out, x @ weight.t())
     grad_out = torch.randn_like(out)
     (grad,) = torch.autograd.grad(out, weight, grad_out)
