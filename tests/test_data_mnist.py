@@ -155,6 +155,23 @@ def test_rate_spikes_reproducible_from_seed_and_eval_passes_restart(generated_di
     assert all(torch.equal(a, b) for a, b in zip(pass_one, pass_two, strict=True))
 
 
+def test_resumed_module_continues_the_training_spike_stream(generated_dir):
+    directory, _ = generated_dir
+    images = torch.full((8, 784), 0.5)
+
+    def fresh():
+        return MNISTDataModule(directory, encoding=RateEncoder(), seed=0, download=False)
+
+    original = fresh()
+    original.encode(images, True)
+    state = original.state_dict()  # as a checkpoint after one batch
+    expected = original.encode(images, True)
+    resumed = fresh()
+    resumed.load_state_dict(state)
+    assert torch.equal(resumed.encode(images, True), expected)
+    assert not torch.equal(fresh().encode(images, True), expected)
+
+
 def test_checksum_mismatch_names_the_file(tmp_path):
     make_idx_files(tmp_path)  # generated files against the real MNIST checksums
     module = MNISTDataModule(tmp_path, download=False)

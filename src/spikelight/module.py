@@ -8,6 +8,7 @@ parameters can have their own learning rate and each group shows up in the LR mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import lightning as L
@@ -77,6 +78,7 @@ class SpikingClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
+        self._resumed_acc_best = -math.inf  # val/acc_best of a checkpoint being resumed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_network(x).logits
@@ -122,7 +124,15 @@ class SpikingClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def on_train_start(self):
-        self.val_acc_best.reset()  # forget the sanity check's value
+        self.val_acc_best.reset()  # forget the sanity check's value ...
+        if math.isfinite(self._resumed_acc_best):  # ... but not the epochs before a resume
+            self.val_acc_best.update(torch.tensor(self._resumed_acc_best))
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+
+    def on_load_checkpoint(self, checkpoint):
+        self._resumed_acc_best = float(checkpoint.get("val_acc_best", -math.inf))
 
     def test_step(self, batch, batch_idx):
         loss, logits, y = self._step(batch, "test")

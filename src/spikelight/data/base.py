@@ -60,6 +60,8 @@ class SpikeDataModule(L.LightningDataModule):
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+        self._shuffle_generator: torch.Generator | None = None
+        self._resumed_shuffle_state: torch.Tensor | None = None
 
     # -- to implement -------------------------------------------------------------------
     def make_splits(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -85,11 +87,30 @@ class SpikeDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
+    # -- resuming: the training shuffle continues where the checkpoint left it -------------
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the state of the training loader's random generator.
+
+        Each epoch draws its shuffle order (and worker seeds) from that generator, so a run
+        resumed from a checkpoint loads the same batches as an uninterrupted one.
+        """
+        if self._shuffle_generator is None:
+            return {}
+        return {"shuffle_generator": self._shuffle_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_shuffle_state = state_dict.get("shuffle_generator")
+
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
         # Seeds the shuffle order and, through torch's per-worker seeding, each worker's
         # torch, numpy and random streams: runs with the same seed load the same batches.
         generator = torch.Generator().manual_seed(self.seed)
+        if shuffle:
+            if self._resumed_shuffle_state is not None:
+                generator.set_state(self._resumed_shuffle_state)
+                self._resumed_shuffle_state = None
+            self._shuffle_generator = generator
         return DataLoader(
             dataset,
             batch_size=self.per_device_batch_size,

@@ -203,6 +203,7 @@ class MNISTDataModule(SpikeDataModule):
         self.num_classes = NUM_CLASSES
         self.class_names = list(CLASS_NAMES[variant])
         self._generators: dict[tuple[str, bool], tuple[torch.Generator, object]] = {}
+        self._resumed_encoding: dict[str, torch.Tensor] = {}  # device -> training stream state
 
     def remote_files(self) -> list[RemoteFile]:
         """The four IDX files with their mirrors and checksums."""
@@ -254,8 +255,27 @@ class MNISTDataModule(SpikeDataModule):
             seed = np.random.SeedSequence([self.seed, int(train), rank]).generate_state(1)[0]
             generator = torch.Generator(device=device)
             generator.manual_seed(int(seed))
+            if train and str(device) in self._resumed_encoding:
+                generator.set_state(self._resumed_encoding.pop(str(device)))
             self._generators[key] = (generator, pass_id)
         return generator
+
+    def state_dict(self) -> dict:
+        """Also saves the training encoding streams: a resumed run draws the same spikes."""
+        state = super().state_dict()
+        for (device, train), (generator, _) in self._generators.items():
+            if train:
+                state[f"encoding_generator:{device}"] = generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        prefix = "encoding_generator:"
+        self._resumed_encoding = {
+            key.removeprefix(prefix): value
+            for key, value in state_dict.items()
+            if key.startswith(prefix)
+        }
 
     def reset_encoding_generators(self) -> None:
         """Restart all random streams, e.g. to reproduce a run's spikes from the beginning."""
