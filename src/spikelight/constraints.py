@@ -78,3 +78,27 @@ class LogInterval:
 
     def __repr__(self) -> str:
         return f"LogInterval({self.lo:g}, {self.hi:g})"
+
+
+class Interval:
+    """``value = lo + (hi - lo) * sigmoid(raw)``: a bounded parameter with finite gradients."""
+
+    def __init__(self, lo: float, hi: float) -> None:
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"bounds must satisfy min < max (both finite), got [{lo}, {hi}]")
+        self.lo, self.hi = float(lo), float(hi)
+
+    def to_raw(self, value: torch.Tensor) -> torch.Tensor:
+        if (value < self.lo).any() or (value > self.hi).any():
+            raise ValueError(
+                f"value outside bounds [{self.lo:g}, {self.hi:g}]: "
+                f"min {value.min().item():g}, max {value.max().item():g}"
+            )
+        fraction = ((value - self.lo) / (self.hi - self.lo)).clamp(1e-6, 1 - 1e-6)
+        return torch.logit(fraction)
+
+    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+        return self.lo + (self.hi - self.lo) * torch.sigmoid(raw)
+
+    def __repr__(self) -> str:
+        return f"Interval({self.lo:g}, {self.hi:g})"

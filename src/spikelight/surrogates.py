@@ -14,10 +14,21 @@ logistic / sigmoid             ``beta * s * (1 - s)``, ``s = sigmoid(beta*x)``  
 atan                           ``(beta/2) / (1 + (pi/2 * beta * x)**2)``            2
 triangle                       ``beta * max(0, 1 - beta*|x|)``  (Esser et al.)      1
 exponential (SLAYER)           ``(beta/2) * exp(-beta*|x|)``  (Shrestha & Orchard)  5
+heaviside ("true gradient")    ``0`` (the step's derivative almost everywhere)      (unused)
 =============================  ==============================================  ============
 
 SuperSpike's peak is 1 whatever ``beta`` (as in SPyTorch); the others integrate to 1, so their
 primitive is a smooth step from 0 to 1.
+
+Two switches serve the "why surrogate gradients" study (``docs/results.md``):
+
+- :class:`Heaviside` backpropagates the true derivative of the step, zero almost everywhere, so
+  no gradient reaches anything upstream of a spike: nothing before a spiking layer learns.
+- ``smooth_forward=True`` replaces the step itself by the smooth step :meth:`Surrogate.smooth_step`
+  (e.g. ``sigmoid(beta*x)``) in the forward pass, with its exact gradient in the backward pass. The
+  network then no longer spikes (its "spikes" are values in (0, 1)); it is an ordinary smooth
+  recurrent network. Code that relies on binary spikes (e.g. a fused time-loop kernel) must check
+  the plain bool attribute ``surrogate.smooth_forward`` and fall back to the generic loop.
 """
 
 from __future__ import annotations
@@ -58,18 +69,25 @@ class Surrogate(nn.Module):
     """Base class. ``s(x)`` is ``(x > 0)`` in ``x``'s dtype; its gradient is ``derivative``.
 
     ``beta`` (steepness) is a fixed number, or a positive ``nn.Parameter`` (stored as its log)
-    when ``learn_beta`` is true.
+    when ``learn_beta`` is true. With ``smooth_forward`` the forward pass is
+    :meth:`smooth_step` instead of the step (see the module docstring).
     """
 
-    def __init__(self, beta: float, learn_beta: bool = False) -> None:
+    def __init__(self, beta: float, learn_beta: bool = False, smooth_forward: bool = False) -> None:
         super().__init__()
         if not (isinstance(beta, int | float) and math.isfinite(beta) and beta > 0):
             raise ValueError(
                 f"surrogate.beta must be a finite number > 0, got {beta!r} "
                 f"for {type(self).__name__}"
             )
+        if not isinstance(smooth_forward, bool):
+            raise ValueError(
+                f"surrogate.smooth_forward must be true or false, got {smooth_forward!r}"
+            )
         self._fixed_beta = float(beta)
         self.log_beta = nn.Parameter(torch.tensor(math.log(beta))) if learn_beta else None
+        #: plain bool: True when the forward pass is the smooth step, not a spike
+        self.smooth_forward = smooth_forward
 
     @property
     def beta(self) -> torch.Tensor:
@@ -89,19 +107,31 @@ class Surrogate(nn.Module):
         """A smooth function whose x-derivative is :meth:`derivative`."""
         raise NotImplementedError
 
+    def smooth_step(self, x: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """The forward pass under ``smooth_forward``: a smooth step from 0 to 1.
+
+        The primitive, where that is already such a step (every surrogate but SuperSpike).
+        """
+        return self.primitive(x, beta)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         beta = self.beta.to(device=x.device, dtype=x.dtype)
+        if self.smooth_forward:
+            return self.smooth_step(x, beta)  # plain autograd: the exact gradient of the step
         return _SpikeFunction.apply(x, beta, self)
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta.item():.4g}, learn_beta={self.learn_beta}"
+        text = f"beta={self.beta.item():.4g}, learn_beta={self.learn_beta}"
+        return text + (", smooth_forward=True" if self.smooth_forward else "")
 
 
 class SuperSpike(Surrogate):
     """Fast sigmoid (SuperSpike): derivative ``1 / (beta*|x| + 1)**2``, peak 1."""
 
-    def __init__(self, beta: float = 10.0, learn_beta: bool = False) -> None:
-        super().__init__(beta, learn_beta)
+    def __init__(
+        self, beta: float = 10.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):
         return 1.0 / (beta * x.abs() + 1.0) ** 2
@@ -109,12 +139,19 @@ class SuperSpike(Surrogate):
     def primitive(self, x, beta):
         return x / (beta * x.abs() + 1.0)
 
+    def smooth_step(self, x, beta):
+        # The fast sigmoid scaled to a step from 0 to 1 (slope beta/2 at 0); the primitive
+        # above only spans +-1/beta.
+        return 0.5 + 0.5 * beta * self.primitive(x, beta)
+
 
 class Logistic(Surrogate):
     """Logistic (sigmoid): derivative ``beta * s * (1 - s)`` with ``s = sigmoid(beta*x)``."""
 
-    def __init__(self, beta: float = 10.0, learn_beta: bool = False) -> None:
-        super().__init__(beta, learn_beta)
+    def __init__(
+        self, beta: float = 10.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):
         s = torch.sigmoid(beta * x)
@@ -127,8 +164,10 @@ class Logistic(Surrogate):
 class ATan(Surrogate):
     """Arc-tangent (as snnTorch): derivative ``(beta/2) / (1 + (pi/2 * beta * x)**2)``."""
 
-    def __init__(self, beta: float = 2.0, learn_beta: bool = False) -> None:
-        super().__init__(beta, learn_beta)
+    def __init__(
+        self, beta: float = 2.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):
         return (beta / 2) / (1.0 + (math.pi / 2 * beta * x) ** 2)
@@ -140,8 +179,10 @@ class ATan(Surrogate):
 class Triangle(Surrogate):
     """Triangle (piecewise linear): derivative ``beta * max(0, 1 - beta*|x|)``."""
 
-    def __init__(self, beta: float = 1.0, learn_beta: bool = False) -> None:
-        super().__init__(beta, learn_beta)
+    def __init__(
+        self, beta: float = 1.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):
         return beta * F.relu(1.0 - beta * x.abs())
@@ -154,14 +195,40 @@ class Triangle(Surrogate):
 class Exponential(Surrogate):
     """Exponential (SLAYER's spike escape density): derivative ``(beta/2) * exp(-beta*|x|)``."""
 
-    def __init__(self, beta: float = 5.0, learn_beta: bool = False) -> None:
-        super().__init__(beta, learn_beta)
+    def __init__(
+        self, beta: float = 5.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):
         return (beta / 2) * torch.exp(-beta * x.abs())
 
     def primitive(self, x, beta):
         return 0.5 + 0.5 * torch.sign(x) * (1.0 - torch.exp(-beta * x.abs()))
+
+
+class Heaviside(Surrogate):
+    """The true derivative of the step: zero almost everywhere (the "true gradient" baseline).
+
+    The backward pass is exactly zero, so no loss gradient reaches a weight or neuron parameter
+    through a spike. ``beta`` has no effect (it is kept so that every surrogate has one).
+    """
+
+    def __init__(
+        self, beta: float = 1.0, learn_beta: bool = False, smooth_forward: bool = False
+    ) -> None:
+        if learn_beta or smooth_forward:
+            raise ValueError(
+                "the heaviside surrogate has no steepness to learn and no smooth step: "
+                "use surrogate.learn_beta=false and surrogate.smooth_forward=false"
+            )
+        super().__init__(beta, learn_beta, smooth_forward)
+
+    def derivative(self, x, beta):
+        return torch.zeros_like(x)
+
+    def primitive(self, x, beta):
+        return (x > 0).to(x.dtype)  # the step itself; its derivative is zero almost everywhere
 
 
 # Names used in the literature for the same functions.

@@ -17,9 +17,14 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from spikelight.network import DECODINGS, WEIGHT_SELECTIONS, selected_names
+from spikelight.devices import claims_gpu
+from spikelight.network import DECODINGS, TIME_LOOPS, WEIGHT_SELECTIONS, selected_names
+from spikelight.neurons.adlif import DISCRETIZATIONS
 from spikelight.neurons.base import RESET_MODES
 
 _ABSENT = object()
@@ -108,6 +113,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every invalid value in ``cfg``; return if all is well."""
     check = _Checker(cfg)
     _check_run(check)
+    _check_parallelism(check)
     neuron_ok = _check_neuron(check)
     surrogate_ok = check.positive("surrogate.beta") is not None
     if neuron_ok and surrogate_ok:
@@ -116,6 +122,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_optimizer(check)
     _check_data(check)
     _check_init(check)
+    _check_surrogate_switches(check)
+    _check_adaptation(check)
     if check.problems:
         raise ConfigError(check.problems)
 
@@ -132,6 +140,61 @@ def _check_run(check: _Checker) -> None:
             check.fail("ckpt_path", ckpt, "an existing checkpoint file")
         elif not os.access(path, os.R_OK):
             check.fail("ckpt_path", ckpt, "a readable checkpoint file")
+
+
+#: Strategies whose ranks > 0 Lightning starts by re-running the command line (sys.argv).
+RELAUNCHING_STRATEGIES = ("ddp", "fsdp", "deepspeed")
+#: Strategies that start their ranks in-process instead (no re-run of the command).
+IN_PROCESS_STRATEGIES = ("spawn", "fork", "notebook")
+
+
+def _world_size(devices: Any, nodes: Any) -> int | None:
+    """Processes a trainer starts from ``devices``/``num_nodes``; None if only known at run time."""
+    if _is_positive_int(devices):
+        count = devices
+    elif isinstance(devices, list | tuple):
+        count = len(devices)
+    elif isinstance(devices, str) and devices.strip().isdigit():
+        count = int(devices)
+    else:  # "auto", -1, "0,1": every visible device
+        return None
+    return count * (nodes if _is_positive_int(nodes) else 1)
+
+
+def _check_parallelism(check: _Checker) -> None:
+    """GPU claiming needs one device per job; re-launching DDP cannot run inside a multirun."""
+    claim = check.get("claim_gpu")
+    if claim is not _ABSENT and claim not in (True, False, "auto"):
+        check.fail("claim_gpu", claim, "true, false or auto")
+        return
+    devices = check.get("trainer.devices")
+    if claims_gpu(check.cfg) and devices != 1:
+        check.fail(
+            "trainer.devices",
+            devices,
+            "1 when each job claims its own GPU (claim_gpu, hydra/launcher=parallel); for "
+            "several GPUs per run use claim_gpu=false and a single run or SLURM",
+        )
+    strategy = check.get("trainer.strategy")
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if not (multirun and isinstance(strategy, str)):
+        return
+    name = strategy.lower()
+    relaunches = name.startswith(RELAUNCHING_STRATEGIES) and not any(
+        word in name for word in IN_PROCESS_STRATEGIES
+    )
+    world = _world_size(devices, check.get("trainer.num_nodes"))
+    ranks_exist = SLURMEnvironment.detect() or TorchElasticEnvironment.detect()
+    if relaunches and world != 1 and not ranks_exist:
+        check.fail(
+            "trainer.strategy",
+            strategy,
+            "no re-launching strategy in a multirun (-m): Lightning starts DDP ranks > 0 by "
+            "re-running the command line, which would start the whole sweep again. Instead run "
+            "one GPU per job (hydra/launcher=parallel, trainer.devices=1), or "
+            "trainer.strategy=ddp_spawn, or let SLURM create the ranks (hydra/launcher=slurm "
+            "hydra.launcher.tasks_per_node=N hydra.launcher.gpus_per_node=N trainer.devices=N)",
+        )
 
 
 def _check_neuron(check: _Checker) -> bool:
@@ -210,6 +273,7 @@ def _check_network(check: _Checker) -> None:
     decoding = check.get("model.network.decoding")
     check.choice("model.network.decoding", DECODINGS)
     check.boolean("model.network.recurrent")
+    check.choice("model.network.time_loop", TIME_LOOPS)
     check.positive("model.network.weight_scale")
     if decoding in MEMBRANE_DECODINGS:
         dt = check.get("neuron.dt")
@@ -262,6 +326,42 @@ def _check_init(check: _Checker) -> None:
     spread = check.get("init.spread")
     if spread is not _ABSENT and not (_is_number(spread) and 0 < spread < 1):
         check.fail("init.spread", spread, "a number in (0, 1)")
+
+
+def _check_surrogate_switches(check: _Checker) -> None:
+    """``surrogate.smooth_forward`` (optional): a bool, and not with the heaviside surrogate."""
+    smooth = check.get("surrogate.smooth_forward")
+    if smooth is _ABSENT:
+        return
+    check.boolean("surrogate.smooth_forward")
+    target = str(check.get("surrogate._target_"))
+    if smooth is True and target.endswith(".Heaviside"):
+        check.fail(
+            "surrogate.smooth_forward",
+            smooth,
+            "false with surrogate=heaviside (the true step has no smooth version)",
+        )
+
+
+def _check_adaptation(check: _Checker) -> None:
+    """The adLIF keys (``neuron.adapt_a`` etc.), when the configured neuron has them."""
+    if check.get("neuron.discretization") is not _ABSENT:
+        check.choice("neuron.discretization", DISCRETIZATIONS)
+    if check.get("neuron.adapt_scale") is not _ABSENT:
+        check.positive("neuron.adapt_scale")
+    for name in ("adapt_a", "adapt_b"):
+        value, bounds = check.get(f"neuron.{name}"), check.get(f"neuron.{name}_bounds")
+        if value is _ABSENT or bounds is _ABSENT:
+            continue
+        if not (
+            isinstance(bounds, list)
+            and len(bounds) == 2
+            and all(_is_number(b) and math.isfinite(b) for b in bounds)
+            and bounds[0] < bounds[1]
+        ):
+            check.fail(f"neuron.{name}_bounds", bounds, "[min, max] with min < max")
+        elif not (_is_number(value) and bounds[0] <= value <= bounds[1]):
+            check.fail(f"neuron.{name}", value, f"a number inside neuron.{name}_bounds={bounds}")
 
 
 def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
