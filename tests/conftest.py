@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
@@ -37,6 +38,15 @@ def run_train_cli(*args: str, timeout: float = 300, env: dict | None = None):
         timeout=timeout,
         env=env,
     )
+
+
+@pytest.fixture
+def float64():
+    """Run a test with float64 as torch's default dtype (exact comparisons)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 @pytest.fixture

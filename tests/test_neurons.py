@@ -8,13 +8,7 @@ import torch
 from spikelight.neurons import ALIF, IF, LIF
 from spikelight.surrogates import SuperSpike
 
-
-@pytest.fixture(autouse=True)
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def constant(value, steps, size=1, batch=1):
