@@ -3,8 +3,9 @@
 Autograd through a per-step loop records ~10 small operations per time step and keeps every
 intermediate for the backward pass. :func:`run_fused` instead runs the IF / LIF / ALIF
 recurrences (optionally with a recurrent weight matrix) without recording, saves only the
-pre-reset membrane ``u`` (and the adaptation ``b`` for ALIF, the synaptic current ``i`` when a
-time constant learns), and derives every gradient in one reverse sweep. The equations are
+pre-reset membrane ``u`` and the spikes as booleans (plus the adaptation ``b`` for ALIF, the
+synaptic current ``i`` when a time constant learns), and derives every gradient in one reverse
+sweep that works on one ``[B, N]`` time step at a time. The equations are
 exactly those of the neuron classes' ``step`` (same arithmetic, same order), so spikes are
 identical and gradients equal the autograd loop's to rounding (``tests/test_fused.py``).
 
