@@ -10,8 +10,8 @@ import torch
 
 from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
-from spikelight.neurons import ALIF, IF, LIF
-from spikelight.neurons.fused import leaky_integrate, project
+from spikelight.neurons import ALIF, IF, LIF, fused
+from spikelight.neurons.fused import Events, chunk_steps, leaky_integrate, project, run_fused
 from spikelight.surrogates import Logistic, SuperSpike
 
 NEURONS = {
@@ -114,6 +114,45 @@ def test_fused_with_fixed_neuron_parameters(kind, reset):
     nets = twin_networks(kind, reset, True, True, weights_only=True)
     assert not any(n.endswith("_raw") for n, _ in nets[0].named_parameters())
     assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_dense_recurrence_path(kind, reset, monkeypatch):
+    """The accelerator path (dense recurrent products, spikes kept as booleans), on the CPU."""
+    monkeypatch.setattr(fused, "sparse_recurrence", lambda device: False)
+    nets = twin_networks(kind, reset, False, True)
+    assert_same_training_signal(nets, events(steps=60, density=0.03))
+
+
+@pytest.mark.parametrize("steps", [2, 3, 5, 17])
+def test_fused_short_sequences_and_chunk_edges(steps):
+    assert chunk_steps(steps) ** 2 >= steps > (chunk_steps(steps) - 1) ** 2
+    nets = twin_networks("alif", "subtract", False, True)
+    x = events(steps=steps, density=0.9) * 3
+    (out_f, grads_f), (out_a, grads_a) = (loss_and_grads(net, x) for net in nets)
+    torch.testing.assert_close(out_f.logits, out_a.logits, rtol=1e-10, atol=1e-12)
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-5, atol=1e-8, msg=name)
+
+
+def test_fused_layer_saves_spike_events_not_membranes():
+    """Activation memory is the spikes plus O(sqrt(T)) states, not a [T, B, N] float."""
+    steps, batch, size = 400, 4, 32
+    neuron = LIF(size, SuperSpike(), trainable=["tau_mem"])
+    x = torch.rand(steps, batch, 50, generator=torch.Generator().manual_seed(0)) < 0.05
+    w_in = torch.randn(size, 50).requires_grad_()
+    w_rec = (torch.randn(size, size) * 0.3).requires_grad_()
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        spikes = run_fused(neuron, Events.of(x.double()), w_rec, in_weight=w_in)
+    own = [t for t in saved if t.numel() > size * size]  # leave out weights and coefficients
+    saved_bytes = sum(t.numel() * t.element_size() for t in own)
+    assert 0 < spikes.mean() < 0.2
+    # spike events (4 B each), the input events and 2 x 20 states; a float64 membrane: 8 B/step
+    assert saved_bytes < 0.3 * spikes.numel() * 8, saved_bytes
+    spikes.sum().backward()
+    assert w_in.grad.abs().sum() > 0 and w_rec.grad.abs().sum() > 0
 
 
 def test_fused_matches_with_sparse_event_input():

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from spikelight.neurons.base import Neuron
-from spikelight.neurons.fused import leaky_integrate, project, project_spikes, run_fused
+from spikelight.neurons.fused import Events, leaky_integrate, project, project_spikes, run_fused
 from spikelight.surrogates import Surrogate
 
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
@@ -87,6 +87,11 @@ class SpikingLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, fused: bool = True, spikes_in: bool = False) -> torch.Tensor:
         """``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes)."""
+        if fused and self.neuron.fused_dynamics() is not None:
+            events = Events.of(x)  # sparse data: projected inside the fused loop, per event
+            if events is not None:
+                rec = None if self.rec is None else self.rec.weight
+                return run_fused(self.neuron, events, rec, in_weight=self.fc.weight)
         current = _linear(x, self.fc.weight, fused, spikes_in)
         return run_neuron(self.neuron, current, self.rec, fused)
 

@@ -28,6 +28,7 @@ every per-neuron coefficient (summed over batch and time).
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -51,6 +52,125 @@ class Dynamics:
     adapt_jump: float = 0.0
 
 
+def chunk_steps(steps: int) -> int:
+    """Time steps per chunk: ``ceil(sqrt(T))``.
+
+    The forward keeps the state at each chunk start (``T / K`` of them) and the backward holds
+    a few ``[K, B, N]`` buffers, so ``K ~ sqrt(T)`` keeps both at ``O(sqrt(T) B N)``.
+    """
+    return max(1, math.isqrt(max(steps - 1, 0)) + 1)
+
+
+def sparse_recurrence(device: torch.device) -> bool:
+    """Recurrent products from spike events on CPU; dense products on accelerators.
+
+    Listing a step's spikes needs ``nonzero``, which on a GPU waits for the device, where a dense
+    product is cheap anyway. On a CPU the sum over spike events costs about half the dense
+    product at typical firing rates, and the backward reuses the events.
+    """
+    return device.type == "cpu"
+
+
+#: below this fraction of non-zero input entries the event path beats a dense matmul
+SPARSE_DENSITY = 0.1
+
+
+def _sparse(x: torch.Tensor) -> bool:
+    """Whether ``x [..., C]`` is below ``SPARSE_DENSITY``, judged on ~256 of its rows."""
+    flat = x.reshape(-1, x.shape[-1])
+    sample = flat[:: max(1, flat.shape[0] // 256)]
+    return bool(torch.count_nonzero(sample) < SPARSE_DENSITY * sample.numel())
+
+
+def _compact(index: torch.Tensor, numel: int) -> torch.Tensor:
+    """Flat positions in 4 bytes where they fit."""
+    return index.to(torch.int32 if numel < 2**31 else torch.int64)
+
+
+def _bags(index: torch.Tensor, width: int, rows: int) -> torch.Tensor:
+    """Start of each row's entries in ascending flat positions ``index`` (rows of ``width``)."""
+    starts = torch.arange(rows, device=index.device, dtype=index.dtype) * width
+    return torch.searchsorted(index, starts)
+
+
+def _row_sums(index, values, width: int, rows: int, weight: torch.Tensor) -> torch.Tensor:
+    """``S @ weight`` for the sparse ``S [rows, width]`` given by ascending flat ``index``
+    and ``values`` (None: ones): each row sums its entries' rows of ``weight [width, N]``."""
+    weights = None if values is None else values.to(weight.dtype)
+    return F.embedding_bag(
+        index % width, weight, _bags(index, width, rows), mode="sum", per_sample_weights=weights
+    )
+
+
+class _ColumnBags:
+    """Sparse entries regrouped by column within each time chunk (one sort), for ``S_c.T @ G``.
+
+    The entries are flat positions ``index`` over rows of ``width`` (row ``r = t * B + b``) with
+    ``values`` (None: ones); ``shift`` rows are added to each (a spike at ``t`` feeds ``t + 1``).
+    ``grad_t(c, grad)`` is ``S_c.T @ grad`` for chunk ``c``'s block: every column sums the
+    gradient rows of its entries, at a cost per entry (a weight gradient).
+    """
+
+    def __init__(self, index, values, width: int, shift: int, chunk_rows: int, n_chunks: int):
+        rows = torch.div(index, width, rounding_mode="floor") + shift
+        chunk = torch.div(rows, chunk_rows, rounding_mode="floor")
+        key = chunk * width + index % width
+        order = torch.argsort(key, stable=True)
+        bounds = torch.arange(n_chunks + 1, device=index.device) * width
+        self.ptr = torch.searchsorted(key[order], bounds).tolist()
+        self.order = _compact(order, order.numel())
+        self.index, self.values, self.width, self.shift = index, values, width, shift
+        self.chunk_rows = chunk_rows
+
+    def grad_t(self, c: int, grad: torch.Tensor) -> torch.Tensor:
+        pick = self.order[self.ptr[c] : self.ptr[c + 1]].long()
+        index = self.index[pick].long()
+        rows = torch.div(index, self.width, rounding_mode="floor") + self.shift
+        cols = index % self.width
+        weights = None if self.values is None else self.values[pick].to(grad.dtype)
+        return F.embedding_bag(
+            rows - c * self.chunk_rows, grad, _bags(cols, 1, self.width), mode="sum",
+            per_sample_weights=weights,
+        )  # fmt: skip
+
+
+@dataclass
+class Events:
+    """The non-zero entries of a constant input ``[T, B, C]``: ascending flat positions.
+
+    A layer fed events computes its input current ``x @ W.T`` a chunk of time steps at a time,
+    at a cost per event, and the weight gradient likewise; no ``[T, B, N]`` current is stored.
+    """
+
+    index: torch.Tensor  # flat positions (t * B + b) * C + c, int32 where they fit
+    values: torch.Tensor | None  # None: every event is 1 (binned spikes)
+    shape: tuple[int, int, int]  # (T, B, C) of the dense input
+
+    @classmethod
+    def of(cls, x: torch.Tensor) -> Events | None:
+        """Events of ``x [T, B, C]`` if it is constant, strided and sparse enough, else None."""
+        if x.requires_grad or x.dim() != 3 or x.numel() == 0 or x.layout != torch.strided:
+            return None
+        if not _sparse(x):
+            return None
+        flat = x.reshape(-1)
+        index = flat.nonzero().squeeze(1)
+        values = flat[index]
+        values = None if bool((values == 1).all()) else values
+        return cls(_compact(index, flat.numel()), values, tuple(x.shape))
+
+    def bounds(self, rows: list[int]) -> list[int]:
+        """Event offsets where each row in ``rows`` starts."""
+        starts = torch.tensor(rows, dtype=self.index.dtype, device=self.index.device)
+        return torch.searchsorted(self.index, starts * self.shape[2]).tolist()
+
+    def project(self, weight_t: torch.Tensor, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
+        """Rows ``r0:r1`` of ``x @ weight_t`` (``weight_t [C, N]``); their events are ``lo:hi``."""
+        index = self.index[lo:hi].long() - r0 * self.shape[2]
+        values = None if self.values is None else self.values[lo:hi]
+        return _row_sums(index, values, self.shape[2], r1 - r0, weight_t)
+
+
 def _reset(d: Dynamics, u, z, theta, v_reset):
     """Post-reset membrane: ``Neuron.spike_and_reset``'s arithmetic (+ rectify)."""
     if d.reset == "subtract":
@@ -62,164 +182,295 @@ def _reset(d: Dynamics, u, z, theta, v_reset):
     return F.relu(v) if d.rectify else v
 
 
+def _membrane(d: Dynamics, v, i, a_mem, v_leak, out=None):
+    """Pre-reset membrane ``u_t`` from ``v_{t-1}`` and ``i_t``.
+
+    LIF: ``v_leak + a_mem (v - v_leak) + (1 - a_mem) i``, as one ``lerp`` from ``i + v_leak``
+    to ``v`` (``v_leak`` None when it is zero); IF: ``v + i``.
+    """
+    if d.leaky:
+        return torch.lerp(i if v_leak is None else i + v_leak, v, a_mem, out=out)
+    return torch.add(v, i, out=out)
+
+
 class _FusedLayer(torch.autograd.Function):
-    """``(x [T,B,N], W, coefficients..., beta) -> spikes [T,B,N]``; see the module docstring."""
+    """``(input, W_in, W_rec, coefficients..., beta) -> spikes [T,B,N]``; see the module docstring.
+
+    The input is either a current ``[T, B, N]`` (``W_in`` None) or ``Events`` projected by
+    ``W_in`` inside. The forward saves the spikes (as events on CPU, else booleans) and the state
+    at the start of each chunk of time steps; the backward walks the chunks from last to first,
+    recomputing each chunk's membrane from its start state before differentiating through it.
+    """
 
     @staticmethod
-    def forward(ctx, x, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset, a_adapt, beta, d):
-        steps, batch, size = x.shape
-        zeros = x.new_zeros(batch, size)
+    def forward(
+        ctx, current, w_in, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset, a_adapt, beta,
+        d, events,
+    ):  # fmt: skip
+        like = w_in if events is not None else current
+        steps, batch = events.shape[:2] if events is not None else current.shape[:2]
+        size = w_in.shape[0] if events is not None else current.shape[2]
+        chunk = chunk_steps(steps)
+        starts = list(range(0, steps, chunk))
+        zeros = like.new_zeros(batch, size)
         i, b, z = zeros, zeros, zeros
         v = v_leak.expand(batch, size) if d.leaky else zeros
-        gain = 1 - a_mem if d.leaky else None
-        # i is only needed backwards for the gradient of a time constant
-        keep_i = d.synapse and (ctx.needs_input_grad[2] or ctx.needs_input_grad[3])
-        spikes, u_all = torch.empty_like(x), torch.empty_like(x)
-        fired = torch.empty(x.shape, dtype=torch.bool, device=x.device)  # saved: 1 byte/spike
-        b_all = torch.empty_like(x) if d.adaptive else None  # b_{t-1}: part of theta_t
-        i_all = torch.empty_like(x) if keep_i else None
-        w_t = rec_weight.t() if rec_weight is not None else None
-        for t in range(steps):
-            current = x[t] if w_t is None else torch.addmm(x[t], z, w_t)
-            i = torch.addcmul(current, a_syn, i) if d.synapse else current
-            u = u_all[t]
-            if d.leaky:  # v_leak + a_mem (v - v_leak) + (1 - a_mem) i
-                torch.addcmul(torch.addcmul(v_leak, a_mem, v - v_leak), gain, i, out=u)
-            else:
-                torch.add(v, i, out=u)
-            theta = threshold + b if d.adaptive else threshold
-            z = spikes[t].copy_(torch.gt(u, theta, out=fired[t]))  # <=> u - theta > 0, exactly
-            v = _reset(d, u, z, theta, v_reset)
+        leak = v_leak if d.leaky and (v_leak.requires_grad or bool(v_leak.any())) else None
+        spikes = like.new_empty(steps, batch, size)
+        ptr = events.bounds([t * batch for t in [*starts, steps]]) if events is not None else None
+        w_in_t = w_in.t().contiguous() if events is not None else None
+        sparse = sparse_recurrence(like.device)
+        w_t = rec_weight.t().contiguous() if rec_weight is not None else None
+        spike_index, spike_ptr = [], [0]  # flat spike positions by time step (sparse path)
+        fired_t = z.new_zeros(0, dtype=torch.long)  # the last step's, within its [B, N] plane
+        state = {"i": [], "v": [], "b": []}  # at the start of each chunk, where it varies
+        for c, t0 in enumerate(starts):
+            t1 = min(t0 + chunk, steps)
+            state["v"].append(v.expand(batch, size))
+            if d.synapse:
+                state["i"].append(i)
             if d.adaptive:
-                b_all[t] = b
-                b = torch.add(a_adapt * b, z, alpha=d.adapt_jump)
-            if keep_i:
-                i_all[t] = i
-        ctx.d = d
+                state["b"].append(b)
+            if events is not None:
+                x = events.project(w_in_t, t0 * batch, t1 * batch, *ptr[c : c + 2])
+                x = x.view(t1 - t0, batch, size)
+            else:
+                x = current[t0:t1]
+            for t in range(t0, t1):
+                x_t = x[t - t0]
+                if w_t is not None and sparse:  # + W z_{t-1}: a sum over z_{t-1}'s spikes
+                    x_t = x_t + _row_sums(fired_t, None, size, batch, w_t)
+                elif w_t is not None:
+                    x_t = torch.addmm(x_t, z, w_t)
+                i = torch.addcmul(x_t, a_syn, i) if d.synapse else x_t
+                u = _membrane(d, v, i, a_mem, leak)
+                theta = threshold + b if d.adaptive else threshold
+                z = torch.gt(u, theta, out=spikes[t])  # 0./1. <=> u - theta > 0, exactly
+                v = _reset(d, u, z, theta, v_reset)
+                if d.adaptive:
+                    b = torch.add(a_adapt * b, z, alpha=d.adapt_jump)
+                if sparse:
+                    fired_t = z.view(-1).nonzero().squeeze(1)
+                    spike_index.append(fired_t + t * batch * size)
+                    spike_ptr.append(spike_ptr[-1] + fired_t.numel())
+        ctx.d, ctx.events, ctx.starts, ctx.chunk, ctx.ptr = d, events, starts, chunk, ptr
+        ctx.leak, ctx.spike_ptr = leak is not None, spike_ptr if sparse else None
+        # the spikes: flat positions (sparse path) or booleans, a quarter of the floats
+        fired = _compact(torch.cat(spike_index), spikes.numel()) if sparse else spikes.bool()
         ctx.save_for_backward(
-            fired, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
-            a_adapt, beta,
+            fired, *(torch.stack(s) if s else None for s in state.values()),
+            current if events is None else None, w_in, rec_weight, a_syn, a_mem, v_leak,
+            threshold, v_reset, a_adapt, beta,
         )  # fmt: skip
+        ctx.shape = (steps, batch, size)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        d = ctx.d
-        (fired, u_all, b_all, i_all, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset,
-         a_adapt, beta) = ctx.saved_tensors  # fmt: skip
-        names = ("x", "w", "a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt", "beta")
+        d, events, chunk, starts = ctx.d, ctx.events, ctx.chunk, ctx.starts
+        (fired, i_start, v_start, b_start, current, w_in, rec_weight, a_syn, a_mem, v_leak,
+         threshold, v_reset, a_adapt, beta) = ctx.saved_tensors  # fmt: skip
+        names = ("x", "w_in", "w", "a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
         need = dict(zip(names, ctx.needs_input_grad, strict=False))
-        steps = u_all.shape[0]
+        need["beta"] = ctx.needs_input_grad[9]
+        steps, batch, size = ctx.shape
+        plane = batch * size  # elements per time step
+        dtype = grad_spikes.dtype
         gain = 1 - a_mem if d.leaky else None
-        beta_ = beta.to(u_all.dtype)
+        leak = v_leak if ctx.leak else None
+        beta_ = beta.to(dtype)
         need_theta = need["threshold"] or d.adaptive
-
-        def theta_at(t):
-            return threshold + b_all[t] if d.adaptive else threshold
-
-        def v_at(t):  # post-reset membrane, recomputed with the forward's arithmetic
-            return _reset(d, u_all[t], fired[t].to(u_all.dtype), theta_at(t), v_reset)
+        keep_v = d.rectify or need["a_mem"]  # post-reset v_{t-1}, v_t
+        keep_i = d.synapse and (need["a_syn"] or need["a_mem"])
+        w_in_t = w_in.t().contiguous() if events is not None else None
+        w_rec_t = rec_weight.t().contiguous() if rec_weight is not None else None
+        sparse, spike_ptr = ctx.spike_ptr is not None, ctx.spike_ptr
+        n_chunks = len(starts)
+        if sparse and need["w"]:  # spike z_s feeds step s + 1; the last step's feed nothing
+            fed = fired[: spike_ptr[steps - 1]]
+            rec_bags = _ColumnBags(fed, None, size, batch, chunk * batch, n_chunks)
+        if need["w_in"]:
+            in_bags = _ColumnBags(
+                events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
+            )
 
         sums = {}  # per-neuron gradients, summed over time here and over the batch at the end
 
         def accumulate(name, value):
             sums[name] = value if name not in sums else sums[name] + value
 
-        # Everything below is per step on [B, N] slices: no [T, B, N] temporaries but grad_in.
-        lam_v = lam_i = lam_b = torch.zeros_like(u_all[0])  # dL/dv_t, dL/di_t, dL/db_t
-        grad_in = torch.empty_like(u_all)
-        grad_z_all = torch.empty_like(u_all) if need["beta"] else None
-        grad_z = grad_spikes[steps - 1]
-        v_before = v_at(steps - 1) if d.rectify or need["a_mem"] else None
-        for t in range(steps - 1, -1, -1):
-            z, u, theta = fired[t].to(u_all.dtype), u_all[t], theta_at(t)
-            v, v_before = v_before, (v_at(t - 1) if t > 0 and v_before is not None else None)
-            if d.adaptive:  # b_t = a_adapt b_{t-1} + adapt_jump z_t
-                grad_z = torch.add(grad_z, lam_b, alpha=d.adapt_jump)
-            grad_v = lam_v * (v > 0) if d.rectify else lam_v  # before rectification
-            grad_theta, grad_r = 0.0, None
-            if d.reset == "subtract":  # v = u - r theta
-                grad_u = grad_v
-                if need_theta:
-                    grad_theta = -z * grad_v
-                if not d.detach_reset:
-                    grad_r = -theta * grad_v
-            elif d.reset == "zero":  # v = u - r (u - v_reset)
-                grad_u = grad_v * (1 - z)
-                if need["v_reset"]:
-                    accumulate("v_reset", z * grad_v)
-                if not d.detach_reset:
-                    grad_r = (v_reset - u) * grad_v
+        grad_x = torch.empty_like(current) if need["x"] else None
+        grad_w_in_t = grad_w_t = grad_beta = None
+        lam_v = lam_i = lam_b = grad_spikes.new_zeros(batch, size)  # dL/dv_t, dL/di_t, dL/db_t
+        grad_z = grad_spikes[steps - 1]  # dL/dz_t, completed with the reset and adaptation terms
+        for c in range(n_chunks - 1, -1, -1):
+            t0 = starts[c]
+            t1 = min(t0 + chunk, steps)
+            k = t1 - t0
+            # -- recompute the chunk's input, membrane and state from its start -------------
+            if events is not None:
+                x = events.project(w_in_t, t0 * batch, t1 * batch, *ctx.ptr[c : c + 2])
+                x = x.view(k, batch, size)
             else:
-                grad_u = grad_v
-            if grad_r is not None:
-                grad_z = grad_z + grad_r
-            if grad_z_all is not None:
-                grad_z_all[t] = grad_z
-            grad_x = grad_z * d.surrogate.derivative(u - theta, beta_)  # z = H(u - theta)
-            grad_u = grad_u + grad_x
-            if need_theta:
-                grad_theta = grad_theta - grad_x
-                if need["threshold"]:
-                    accumulate("threshold", grad_theta)
-            if d.adaptive:  # theta_t = threshold + b_{t-1}
-                if need["a_adapt"]:
-                    accumulate("a_adapt", lam_b * b_all[t])
-                lam_b = torch.addcmul(grad_theta, a_adapt, lam_b)
-            if d.leaky:  # u = v_leak + a_mem (v_{t-1} - v_leak) + (1 - a_mem) i_t
-                if need["a_mem"]:
-                    v_prev = v_before if t > 0 else v_leak
-                    accumulate("a_mem", grad_u * (v_prev - v_leak - i_all[t]))
-                if need["v_leak"]:
-                    accumulate("v_leak", grad_u)  # times (1 - a_mem), applied once below
-                grad_i = torch.addcmul(lam_i, gain, grad_u, out=grad_in[t])
-                lam_v = a_mem * grad_u
-            else:  # u = v_{t-1} + i_t
-                grad_i = torch.add(lam_i, grad_u, out=grad_in[t])
-                lam_v = grad_u
-            if d.synapse:  # i_t = a_syn i_{t-1} + in_t
-                if need["a_syn"] and t > 0:
-                    accumulate("a_syn", grad_i * i_all[t - 1])
-                lam_i = a_syn * grad_i
-            if t > 0:  # in_t = x_t + W z_{t-1}
-                grad_z = grad_spikes[t - 1]
+                x = current[t0:t1]
+            previous = None  # z_{t0-1} .. z_{t1-2} as floats (dense path)
+            if sparse:
+                lo, hi = spike_ptr[t0], spike_ptr[t1]
+                index = fired[lo:hi].long() - t0 * plane
+                z_chunk = grad_spikes.new_zeros(k * plane).index_fill_(0, index, 1)
+                z_chunk = z_chunk.view(k, batch, size)
+                if rec_weight is not None:  # the spikes of t0 - 1 .. t1 - 2 feed this chunk
+                    lo = spike_ptr[max(t0 - 1, 0)]
+                    index = fired[lo : spike_ptr[t1 - 1]].long() - (t0 - 1) * plane
+                    x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
+            else:
+                z_chunk = fired[t0:t1].view(torch.uint8).to(dtype)
                 if rec_weight is not None:
-                    grad_z = torch.addmm(grad_z, grad_i, rec_weight)
+                    previous = fired[max(t0 - 1, 0) : t1 - 1].view(torch.uint8).to(dtype)
+                    if t0 == 0:
+                        previous = torch.cat([torch.zeros_like(previous[:1]), previous])
+                    x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
+            u_chunk = torch.empty_like(z_chunk)
+            i_hist = [i_start[c]] if keep_i else None
+            v_hist = [v_start[c]] if keep_v else None
+            b_hist = [b_start[c]] if d.adaptive else None  # b_{t-1}: part of theta_t
+            i = i_start[c] if d.synapse else None
+            v = v_start[c]
+            b = b_start[c] if d.adaptive else None
+            for s in range(k):
+                i = torch.addcmul(x[s], a_syn, i) if d.synapse else x[s]
+                u = _membrane(d, v, i, a_mem, leak, out=u_chunk[s])
+                theta = threshold + b if d.adaptive else threshold
+                v = _reset(d, u, z_chunk[s], theta, v_reset)
+                if d.adaptive:
+                    b = torch.add(a_adapt * b, z_chunk[s], alpha=d.adapt_jump)
+                    b_hist.append(b)
+                if keep_i:
+                    i_hist.append(i)
+                if keep_v:
+                    v_hist.append(v)
+            del x
+            grad_z_chunk = torch.empty_like(u_chunk) if need["beta"] else None
+            grad_in = grad_x[t0:t1] if grad_x is not None else torch.empty_like(u_chunk)
+            # -- walk back through the chunk ---------------------------------------------------
+            for s in range(k - 1, -1, -1):
+                t = t0 + s
+                z, u = z_chunk[s], u_chunk[s]
+                theta = threshold + b_hist[s] if d.adaptive else threshold
+                if d.adaptive:  # b_t = a_adapt b_{t-1} + adapt_jump z_t
+                    grad_z = torch.add(grad_z, lam_b, alpha=d.adapt_jump)
+                grad_v = lam_v * (v_hist[s + 1] > 0) if d.rectify else lam_v
+                grad_theta, grad_r = None, None
+                if d.reset == "subtract":  # v = u - r theta
+                    grad_u = grad_v
+                    if need_theta:
+                        grad_theta = -z * grad_v
+                    if not d.detach_reset:
+                        grad_r = -theta * grad_v
+                elif d.reset == "zero":  # v = u - r (u - v_reset)
+                    grad_u = grad_v * (1 - z)
+                    if need["v_reset"]:
+                        accumulate("v_reset", z * grad_v)
+                    if not d.detach_reset:
+                        grad_r = (v_reset - u) * grad_v
+                else:
+                    grad_u = grad_v
+                if grad_r is not None:
+                    grad_z = grad_z + grad_r
+                if grad_z_chunk is not None:
+                    grad_z_chunk[s] = grad_z
+                slope = d.surrogate.derivative(u - theta, beta_)  # z = H(u - theta)
+                if need_theta:
+                    grad_pre = grad_z * slope
+                    grad_u = grad_u + grad_pre
+                    grad_theta = -grad_pre if grad_theta is None else grad_theta - grad_pre
+                    if need["threshold"]:
+                        accumulate("threshold", grad_theta)
+                else:
+                    grad_u = torch.addcmul(grad_u, grad_z, slope)
+                if d.adaptive:  # theta_t = threshold + b_{t-1}
+                    if need["a_adapt"]:
+                        accumulate("a_adapt", lam_b * b_hist[s])
+                    lam_b = torch.addcmul(grad_theta, a_adapt, lam_b)
+                if d.leaky:  # u = v_leak + a_mem (v_{t-1} - v_leak) + (1 - a_mem) i_t
+                    if need["a_mem"]:
+                        accumulate("a_mem", grad_u * (v_hist[s] - v_leak - i_hist[s + 1]))
+                    if need["v_leak"]:
+                        accumulate("v_leak", grad_u)  # times (1 - a_mem), applied once below
+                    grad_i = torch.addcmul(lam_i, gain, grad_u, out=grad_in[s])
+                    lam_v = a_mem * grad_u
+                else:  # u = v_{t-1} + i_t
+                    grad_i = torch.add(lam_i, grad_u, out=grad_in[s])
+                    lam_v = grad_u
+                if d.synapse:  # i_t = a_syn i_{t-1} + in_t
+                    if need["a_syn"] and t > 0:
+                        accumulate("a_syn", grad_i * i_hist[s])
+                    lam_i = a_syn * grad_i
+                if t > 0:  # in_t = x_t + W z_{t-1}
+                    grad_z = grad_spikes[t - 1]
+                    if rec_weight is not None:
+                        grad_z = torch.addmm(grad_z, grad_i, rec_weight)
+            # -- the chunk's weight gradients ------------------------------------------------
+            flat_grad = grad_in.reshape(k * batch, size)
+            if need["w_in"]:
+                g = in_bags.grad_t(c, flat_grad)
+                grad_w_in_t = g if grad_w_in_t is None else grad_w_in_t + g
+            if need["w"]:
+                if sparse:
+                    g = rec_bags.grad_t(c, flat_grad)
+                else:
+                    g = previous.view(-1, size).t() @ flat_grad
+                grad_w_t = g if grad_w_t is None else grad_w_t + g
+            if need["beta"]:  # d(spike)/d(beta) via the surrogate's primitive, as _SpikeFunction
+                theta_chunk = threshold + torch.stack(b_hist[:k]) if d.adaptive else threshold
+                with torch.enable_grad():
+                    beta_leaf = beta.detach().requires_grad_(True)
+                    smooth = d.surrogate.primitive(u_chunk - theta_chunk, beta_leaf.to(dtype))
+                    (g,) = torch.autograd.grad(smooth, beta_leaf, grad_z_chunk)
+                grad_beta = g if grad_beta is None else grad_beta + g
 
         if need["v_leak"]:  # v_{-1} = v_leak
             sums["v_leak"] = sums["v_leak"] * gain + lam_v
-        grad_w = None
-        if need["w"]:
-            grad_w = spike_outer(grad_in[1:], fired[:-1])
-        grad_beta = None
-        if need["beta"]:  # d(spike)/d(beta) from the surrogate's primitive, as _SpikeFunction
-            with torch.enable_grad():
-                b = beta.detach().requires_grad_(True)
-                theta_all = threshold + b_all if d.adaptive else threshold
-                smooth = d.surrogate.primitive(u_all - theta_all, b.to(u_all.dtype))
-                (grad_beta,) = torch.autograd.grad(smooth, b, grad_z_all)
-        zero = torch.zeros_like(u_all[0, 0])  # e.g. a_syn's gradient over a single step
+        zero = grad_spikes.new_zeros(size)  # e.g. a_syn's gradient over a single step
         coefficient_grads = [
-            sums.get(name, zero).sum(0) if need[name] else None
+            sums[name].sum(0) if name in sums else zero if need[name] else None
             for name in ("a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
         ]
-        return (grad_in if need["x"] else None, grad_w, *coefficient_grads, grad_beta, None)
+        return (
+            grad_x,
+            None if grad_w_in_t is None else grad_w_in_t.t(),
+            None if grad_w_t is None else grad_w_t.t(),
+            *coefficient_grads,
+            grad_beta,
+            None,
+            None,
+        )
 
 
 @torch.compiler.disable  # a Python time loop: torch.compile would unroll it
-def run_fused(neuron, current: torch.Tensor, rec_weight: torch.Tensor | None = None):
-    """Spikes ``[T, B, N]`` of ``neuron`` driven by ``current`` (+ recurrent ``rec_weight``)."""
+def run_fused(
+    neuron,
+    source: torch.Tensor | Events,
+    rec_weight: torch.Tensor | None = None,
+    in_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Spikes ``[T, B, N]`` of ``neuron`` driven by a current ``source [T, B, N]``, or by
+    ``Events`` through ``in_weight [N, C]``, plus the recurrent ``rec_weight [N, N]``."""
     d = neuron.fused_dynamics()
     c = neuron.coefficients()
-    dtype = current.dtype
+    events = source if isinstance(source, Events) else None
+    if (events is None) != (in_weight is None):
+        raise ValueError("run_fused takes in_weight exactly when the source is Events")
+    like = in_weight if events is not None else source
 
     def coefficient(name):
         value = c.get(name)
-        return None if value is None else value.to(dtype)
+        return None if value is None else value.to(like.dtype)
 
-    beta = d.surrogate.beta.to(current.device)
+    beta = d.surrogate.beta.to(like.device)
     return _FusedLayer.apply(
-        current,
+        None if events is not None else source,
+        in_weight,
         rec_weight,
         coefficient("a_syn"),
         coefficient("a_mem"),
@@ -229,6 +480,7 @@ def run_fused(neuron, current: torch.Tensor, rec_weight: torch.Tensor | None = N
         coefficient("a_adapt"),
         beta,
         d,
+        events,
     )
 
 
@@ -330,9 +582,6 @@ class _EventProjection(torch.autograd.Function):
         return None, (x_t @ grad).t()
 
 
-#: below this fraction of non-zero input entries the event path beats a dense matmul
-SPARSE_DENSITY = 0.1
-
 
 @torch.compiler.disable  # data-dependent shapes (the events)
 def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -342,10 +591,7 @@ def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     weight gradient is likewise a sum over the events, so both scale with the number of input
     events instead of ``T * B * C``.
     """
-    if x.requires_grad or x.numel() == 0 or x.layout != torch.strided:
+    if x.requires_grad or x.numel() == 0 or x.layout != torch.strided or not _sparse(x):
         return x @ weight.t()
     flat = x.reshape(-1, x.shape[-1]).contiguous()
-    sample = flat[:: max(1, flat.shape[0] // 256)]  # the density of ~256 rows decides the path
-    if torch.count_nonzero(sample) >= SPARSE_DENSITY * sample.numel():
-        return x @ weight.t()
     return _EventProjection.apply(flat, weight).reshape(*x.shape[:-1], weight.shape[0])
