@@ -155,7 +155,7 @@ class Events:
             return None
         flat = x.reshape(-1)
         index = flat.nonzero().squeeze(1)
-        values = flat[index]
+        values = flat.index_select(0, index)
         values = None if bool((values == 1).all()) else values
         return cls(_compact(index, flat.numel()), values, tuple(x.shape))
 
@@ -219,7 +219,7 @@ class _FusedLayer(torch.autograd.Function):
         spikes = like.new_empty(steps, batch, size)
         ptr = events.bounds([t * batch for t in [*starts, steps]]) if events is not None else None
         w_in_t = w_in.t().contiguous() if events is not None else None
-        sparse = sparse_recurrence(like.device)
+        sparse = rec_weight is not None and sparse_recurrence(like.device)  # spikes as events
         w_t = rec_weight.t().contiguous() if rec_weight is not None else None
         spike_index, spike_ptr = [], [0]  # flat spike positions by time step (sparse path)
         fired_t = z.new_zeros(0, dtype=torch.long)  # the last step's, within its [B, N] plane
@@ -238,7 +238,7 @@ class _FusedLayer(torch.autograd.Function):
                 x = current[t0:t1]
             for t in range(t0, t1):
                 x_t = x[t - t0]
-                if w_t is not None and sparse:  # + W z_{t-1}: a sum over z_{t-1}'s spikes
+                if sparse:  # + W z_{t-1}: a sum over z_{t-1}'s spikes
                     x_t = x_t + _row_sums(fired_t, None, size, batch, w_t)
                 elif w_t is not None:
                     x_t = torch.addmm(x_t, z, w_t)
@@ -253,7 +253,8 @@ class _FusedLayer(torch.autograd.Function):
                     fired_t = z.view(-1).nonzero().squeeze(1)
                     spike_index.append(fired_t + t * batch * size)
                     spike_ptr.append(spike_ptr[-1] + fired_t.numel())
-        ctx.d, ctx.events, ctx.starts, ctx.chunk, ctx.ptr = d, events, starts, chunk, ptr
+        ctx.d, ctx.starts, ctx.chunk, ctx.ptr = d, starts, chunk, ptr
+        ctx.event_shape = events.shape if events is not None else None
         ctx.leak, ctx.spike_ptr = leak is not None, spike_ptr if sparse else None
         # the spikes: flat positions (sparse path) or booleans, a quarter of the floats
         fired = _compact(torch.cat(spike_index), spikes.numel()) if sparse else spikes.bool()
@@ -261,15 +262,17 @@ class _FusedLayer(torch.autograd.Function):
             fired, *(torch.stack(s) if s else None for s in state.values()),
             current if events is None else None, w_in, rec_weight, a_syn, a_mem, v_leak,
             threshold, v_reset, a_adapt, beta,
+            *((events.index, events.values) if events is not None else (None, None)),
         )  # fmt: skip
         ctx.shape = (steps, batch, size)
         return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes):
-        d, events, chunk, starts = ctx.d, ctx.events, ctx.chunk, ctx.starts
+        d, chunk, starts = ctx.d, ctx.chunk, ctx.starts
         (fired, i_start, v_start, b_start, current, w_in, rec_weight, a_syn, a_mem, v_leak,
-         threshold, v_reset, a_adapt, beta) = ctx.saved_tensors  # fmt: skip
+         threshold, v_reset, a_adapt, beta, *event_parts) = ctx.saved_tensors  # fmt: skip
+        events = None if ctx.event_shape is None else Events(*event_parts, ctx.event_shape)
         names = ("x", "w_in", "w", "a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
         need = dict(zip(names, ctx.needs_input_grad, strict=False))
         need["beta"] = ctx.needs_input_grad[9]
@@ -319,10 +322,10 @@ class _FusedLayer(torch.autograd.Function):
                 index = fired[lo:hi].long() - t0 * plane
                 z_chunk = grad_spikes.new_zeros(k * plane).index_fill_(0, index, 1)
                 z_chunk = z_chunk.view(k, batch, size)
-                if rec_weight is not None:  # the spikes of t0 - 1 .. t1 - 2 feed this chunk
-                    lo = spike_ptr[max(t0 - 1, 0)]
-                    index = fired[lo : spike_ptr[t1 - 1]].long() - (t0 - 1) * plane
-                    x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
+                # the spikes of t0 - 1 .. t1 - 2 feed this chunk through the recurrence
+                index = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]].long()
+                index = index - (t0 - 1) * plane
+                x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
             else:
                 z_chunk = fired[t0:t1].view(torch.uint8).to(dtype)
                 if rec_weight is not None:
@@ -519,14 +522,16 @@ def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _SpikeProjection.apply(z, weight)
 
 
-def _filter(x, a_syn, a_mem):
-    """The leaky readout's two first-order stages over time, without recording."""
+def _filter(x, a_syn: float, a_mem: float):
+    """The leaky readout's two first-order stages over time, without recording.
+
+    ``i = a_syn i + x_t`` and ``v = a_mem v + (1 - a_mem) i`` (one ``lerp``), written in place.
+    """
     i = v = x.new_zeros(x.shape[1:])
     out = torch.empty_like(x)
     for t in range(x.shape[0]):
-        i = a_syn * i + x[t]
-        v = a_mem * v + (1 - a_mem) * i
-        out[t] = v
+        i = torch.add(x[t], i, alpha=a_syn)
+        v = torch.lerp(i, v, a_mem, out=out[t])
     return out
 
 
@@ -535,8 +540,8 @@ class _LeakyIntegrator(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, a_syn, a_mem):
-        ctx.coefficients = (a_syn, a_mem)
-        return _filter(x, a_syn, a_mem)
+        ctx.coefficients = (float(a_syn), float(a_mem))
+        return _filter(x, *ctx.coefficients)
 
     @staticmethod
     def backward(ctx, grad):
@@ -580,7 +585,6 @@ class _EventProjection(torch.autograd.Function):
         order = torch.argsort(cols * ctx.shape[0] + rows)  # the events of x.T in CSR order
         x_t = _csr(cols[order], rows[order], values[order], ctx.shape[::-1])
         return None, (x_t @ grad).t()
-
 
 
 @torch.compiler.disable  # data-dependent shapes (the events)
