@@ -69,18 +69,19 @@ def events(steps=40, batch=3, channels=12, density=0.3, seed=2):
     return x * torch.randint(1, 3, x.shape, generator=generator)  # counts, as binned SHD
 
 
-def loss_and_grads(net, x):
+def loss_and_grads(net, x, through_spikes=True):
     out = net(x)
     target = torch.arange(x.shape[1]) % out.logits.shape[1]
     loss = torch.nn.functional.cross_entropy(out.logits, target)
-    loss = loss + sum(z.mean() for z in out.spikes.values())  # gradients through every layer
+    if through_spikes:  # gradients into every layer's spikes too, not only through the readout
+        loss = loss + sum(z.mean() for z in out.spikes.values())
     grads = torch.autograd.grad(loss, [p for p in net.parameters() if p.requires_grad])
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     return out, dict(zip(names, grads, strict=True))
 
 
-def assert_same_training_signal(nets, x):
-    (out_f, grads_f), (out_a, grads_a) = (loss_and_grads(net, x) for net in nets)
+def assert_same_training_signal(nets, x, through_spikes=True):
+    (out_f, grads_f), (out_a, grads_a) = (loss_and_grads(net, x, through_spikes) for net in nets)
     for name in out_a.spikes:
         assert torch.equal(out_f.spikes[name], out_a.spikes[name]), name
         assert out_a.spikes[name].sum() > 0, f"{name} never spikes: the test would be vacuous"
@@ -114,6 +115,17 @@ def test_fused_with_fixed_neuron_parameters(kind, reset):
     nets = twin_networks(kind, reset, True, True, weights_only=True)
     assert not any(n.endswith("_raw") for n, _ in nets[0].named_parameters())
     assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["events", "dense"])
+@pytest.mark.parametrize("decoding", ["max_membrane", "spike_count"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_loss_through_the_readout_only(kind, decoding, dense, monkeypatch):
+    """The usual training loss: the last layer's spikes get gradient only via the readout."""
+    if dense:
+        monkeypatch.setattr(fused, "sparse_recurrence", lambda device: False)
+    nets = twin_networks(kind, "subtract", True, True, decoding=decoding)
+    assert_same_training_signal(nets, events(steps=60, density=0.03), through_spikes=False)
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])

@@ -85,15 +85,30 @@ class SpikingLayer(nn.Module):
             if linear is not None:
                 nn.init.normal_(linear.weight, std=weight_scale / math.sqrt(linear.in_features))
 
-    def forward(self, x: torch.Tensor, fused: bool = True, spikes_in: bool = False) -> torch.Tensor:
-        """``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        fused: bool = True,
+        spikes_in: bool = False,
+        out_weight: torch.Tensor | None = None,
+    ):
+        """Spikes ``[T, B, N]``; with ``out_weight``, ``(spikes, spikes @ out_weight.T)``.
+
+        ``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes). ``out_weight``: the
+        next projection, computed by the fused loop from its spike events when it runs.
+        """
         if fused and self.neuron.fused_dynamics() is not None:
+            rec = None if self.rec is None else self.rec.weight
             events = Events.of(x)  # sparse data: projected inside the fused loop, per event
             if events is not None:
-                rec = None if self.rec is None else self.rec.weight
-                return run_fused(self.neuron, events, rec, in_weight=self.fc.weight)
+                return run_fused(self.neuron, events, rec, self.fc.weight, out_weight)
+            current = _linear(x, self.fc.weight, fused, spikes_in)
+            return run_fused(self.neuron, current, rec, out_weight=out_weight)
         current = _linear(x, self.fc.weight, fused, spikes_in)
-        return run_neuron(self.neuron, current, self.rec, fused)
+        spikes = run_neuron(self.neuron, current, self.rec, fused)
+        if out_weight is None:
+            return spikes
+        return spikes, nn.functional.linear(spikes, out_weight)
 
 
 def _linear(x, weight, fused: bool, spikes_in: bool) -> torch.Tensor:
@@ -224,11 +239,13 @@ class SpikingNetwork(nn.Module):
         spikes = {}
         h = x
         binary = False  # h holds only 0 and 1: the spikes of a fused layer
-        for index, layer in enumerate(self.layers):
+        for index, layer in enumerate(self.layers[:-1]):
             h = layer(h, self.fused, binary)
             spikes[f"hidden{index}"] = h
             binary = self.fused and layer.neuron.fused_dynamics() is not None
-        current = _linear(h, self.readout_fc.weight, self.fused, binary)
+        # the last hidden layer also projects its spikes onto the readout (fused: per event)
+        h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
+        spikes[f"hidden{len(self.layers) - 1}"] = h
         if isinstance(self.readout, Neuron):
             readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
         else:

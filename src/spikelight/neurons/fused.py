@@ -204,8 +204,8 @@ class _FusedLayer(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, current, w_in, rec_weight, a_syn, a_mem, v_leak, threshold, v_reset, a_adapt, beta,
-        d, events,
+        ctx, current, w_in, rec_weight, w_out, a_syn, a_mem, v_leak, threshold, v_reset, a_adapt,
+        beta, d, events,
     ):  # fmt: skip
         like = w_in if events is not None else current
         steps, batch = events.shape[:2] if events is not None else current.shape[:2]
@@ -260,25 +260,34 @@ class _FusedLayer(torch.autograd.Function):
         fired = _compact(torch.cat(spike_index), spikes.numel()) if sparse else spikes.bool()
         ctx.save_for_backward(
             fired, *(torch.stack(s) if s else None for s in state.values()),
-            current if events is None else None, w_in, rec_weight, a_syn, a_mem, v_leak,
+            current if events is None else None, w_in, rec_weight, w_out, a_syn, a_mem, v_leak,
             threshold, v_reset, a_adapt, beta,
             *((events.index, events.values) if events is not None else (None, None)),
         )  # fmt: skip
         ctx.shape = (steps, batch, size)
-        return spikes
+        ctx.set_materialize_grads(False)  # unused outputs (often the spikes) get no gradient
+        if w_out is None:
+            return spikes
+        if sparse:  # the next layer's input current, summed over the spike events
+            out = _row_sums(fired.long(), None, size, steps * batch, w_out.t().contiguous())
+        else:
+            out = spikes.view(-1, size) @ w_out.t()
+        return spikes, out.view(steps, batch, -1)
 
     @staticmethod
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_spikes, grad_out=None):
         d, chunk, starts = ctx.d, ctx.chunk, ctx.starts
-        (fired, i_start, v_start, b_start, current, w_in, rec_weight, a_syn, a_mem, v_leak,
+        (fired, i_start, v_start, b_start, current, w_in, rec_weight, w_out, a_syn, a_mem, v_leak,
          threshold, v_reset, a_adapt, beta, *event_parts) = ctx.saved_tensors  # fmt: skip
         events = None if ctx.event_shape is None else Events(*event_parts, ctx.event_shape)
-        names = ("x", "w_in", "w", "a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
+        names = ("x", "w_in", "w", "w_out", "a_syn", "a_mem", "v_leak", "threshold", "v_reset",
+                 "a_adapt", "beta")  # fmt: skip
         need = dict(zip(names, ctx.needs_input_grad, strict=False))
-        need["beta"] = ctx.needs_input_grad[9]
+        need["w_out"] = need["w_out"] and grad_out is not None
         steps, batch, size = ctx.shape
         plane = batch * size  # elements per time step
-        dtype = grad_spikes.dtype
+        like = grad_spikes if grad_spikes is not None else grad_out
+        dtype = like.dtype
         gain = 1 - a_mem if d.leaky else None
         leak = v_leak if ctx.leak else None
         beta_ = beta.to(dtype)
@@ -292,6 +301,8 @@ class _FusedLayer(torch.autograd.Function):
         if sparse and need["w"]:  # spike z_s feeds step s + 1; the last step's feed nothing
             fed = fired[: spike_ptr[steps - 1]]
             rec_bags = _ColumnBags(fed, None, size, batch, chunk * batch, n_chunks)
+        if sparse and need["w_out"]:  # spike z_t feeds the next layer at t
+            out_bags = _ColumnBags(fired, None, size, 0, chunk * batch, n_chunks)
         if need["w_in"]:
             in_bags = _ColumnBags(
                 events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
@@ -304,8 +315,8 @@ class _FusedLayer(torch.autograd.Function):
 
         grad_x = torch.empty_like(current) if need["x"] else None
         grad_w_in_t = grad_w_t = grad_beta = None
-        lam_v = lam_i = lam_b = grad_spikes.new_zeros(batch, size)  # dL/dv_t, dL/di_t, dL/db_t
-        grad_z = grad_spikes[steps - 1]  # dL/dz_t, completed with the reset and adaptation terms
+        lam_v = lam_i = lam_b = like.new_zeros(batch, size)  # dL/dv_t, dL/di_t, dL/db_t
+        grad_w_out_t = carry = None  # carry: dL/dz_{t0-1} from the recurrence, across chunks
         for c in range(n_chunks - 1, -1, -1):
             t0 = starts[c]
             t1 = min(t0 + chunk, steps)
@@ -320,7 +331,7 @@ class _FusedLayer(torch.autograd.Function):
             if sparse:
                 lo, hi = spike_ptr[t0], spike_ptr[t1]
                 index = fired[lo:hi].long() - t0 * plane
-                z_chunk = grad_spikes.new_zeros(k * plane).index_fill_(0, index, 1)
+                z_chunk = like.new_zeros(k * plane).index_fill_(0, index, 1)
                 z_chunk = z_chunk.view(k, batch, size)
                 # the spikes of t0 - 1 .. t1 - 2 feed this chunk through the recurrence
                 index = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]].long()
@@ -355,6 +366,14 @@ class _FusedLayer(torch.autograd.Function):
             del x
             grad_z_chunk = torch.empty_like(u_chunk) if need["beta"] else None
             grad_in = grad_x[t0:t1] if grad_x is not None else torch.empty_like(u_chunk)
+            # dL/dz_t from outside: the spikes' own gradient and the next layer's, through W_out
+            outside = None if grad_spikes is None else grad_spikes[t0:t1]
+            if grad_out is not None:
+                through = (grad_out[t0:t1].reshape(k * batch, -1) @ w_out).view(k, batch, size)
+                outside = through if outside is None else through + outside
+            if outside is None:  # only the recurrence carries gradient into these spikes
+                outside = like.new_zeros(1, 1, 1).expand(k, batch, size)
+            grad_z = outside[k - 1] if carry is None else outside[k - 1] + carry
             # -- walk back through the chunk ---------------------------------------------------
             for s in range(k - 1, -1, -1):
                 t = t0 + s
@@ -409,10 +428,12 @@ class _FusedLayer(torch.autograd.Function):
                     if need["a_syn"] and t > 0:
                         accumulate("a_syn", grad_i * i_hist[s])
                     lam_i = a_syn * grad_i
-                if t > 0:  # in_t = x_t + W z_{t-1}
-                    grad_z = grad_spikes[t - 1]
+                if s > 0:  # in_t = x_t + W z_{t-1}
+                    grad_z = outside[s - 1]
                     if rec_weight is not None:
                         grad_z = torch.addmm(grad_z, grad_i, rec_weight)
+                elif rec_weight is not None and t0 > 0:
+                    carry = grad_i @ rec_weight
             # -- the chunk's weight gradients ------------------------------------------------
             flat_grad = grad_in.reshape(k * batch, size)
             if need["w_in"]:
@@ -424,6 +445,10 @@ class _FusedLayer(torch.autograd.Function):
                 else:
                     g = previous.view(-1, size).t() @ flat_grad
                 grad_w_t = g if grad_w_t is None else grad_w_t + g
+            if need["w_out"]:
+                g_out = grad_out[t0:t1].reshape(k * batch, -1)
+                g = out_bags.grad_t(c, g_out) if sparse else z_chunk.view(-1, size).t() @ g_out
+                grad_w_out_t = g if grad_w_out_t is None else grad_w_out_t + g
             if need["beta"]:  # d(spike)/d(beta) via the surrogate's primitive, as _SpikeFunction
                 theta_chunk = threshold + torch.stack(b_hist[:k]) if d.adaptive else threshold
                 with torch.enable_grad():
@@ -434,7 +459,7 @@ class _FusedLayer(torch.autograd.Function):
 
         if need["v_leak"]:  # v_{-1} = v_leak
             sums["v_leak"] = sums["v_leak"] * gain + lam_v
-        zero = grad_spikes.new_zeros(size)  # e.g. a_syn's gradient over a single step
+        zero = like.new_zeros(size)  # e.g. a_syn's gradient over a single step
         coefficient_grads = [
             sums[name].sum(0) if name in sums else zero if need[name] else None
             for name in ("a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
@@ -443,6 +468,7 @@ class _FusedLayer(torch.autograd.Function):
             grad_x,
             None if grad_w_in_t is None else grad_w_in_t.t(),
             None if grad_w_t is None else grad_w_t.t(),
+            None if grad_w_out_t is None else grad_w_out_t.t(),
             *coefficient_grads,
             grad_beta,
             None,
@@ -456,9 +482,15 @@ def run_fused(
     source: torch.Tensor | Events,
     rec_weight: torch.Tensor | None = None,
     in_weight: torch.Tensor | None = None,
-) -> torch.Tensor:
+    out_weight: torch.Tensor | None = None,
+):
     """Spikes ``[T, B, N]`` of ``neuron`` driven by a current ``source [T, B, N]``, or by
-    ``Events`` through ``in_weight [N, C]``, plus the recurrent ``rec_weight [N, N]``."""
+    ``Events`` through ``in_weight [N, C]``, plus the recurrent ``rec_weight [N, N]``.
+
+    With ``out_weight [K, N]`` it returns ``(spikes, spikes @ out_weight.T)``: the next layer's
+    input current, computed from the spike events, and its gradient taken one chunk of time
+    steps at a time, so that no ``[T, B, N]`` spike gradient is needed when only it is used.
+    """
     d = neuron.fused_dynamics()
     c = neuron.coefficients()
     events = source if isinstance(source, Events) else None
@@ -475,6 +507,7 @@ def run_fused(
         None if events is not None else source,
         in_weight,
         rec_weight,
+        out_weight,
         coefficient("a_syn"),
         coefficient("a_mem"),
         coefficient("v_leak"),
