@@ -5,8 +5,9 @@ intermediate for the backward pass. :func:`run_fused` instead runs the IF / LIF 
 recurrences (optionally with a recurrent weight matrix) without recording and derives every
 gradient in one reverse sweep. What it keeps for that sweep:
 
-- the spikes: flat positions of the spike events (4 bytes per spike) on the CPU, booleans
-  elsewhere; never the ``[T, B, N]`` membrane;
+- the spikes: for a recurrent layer on the CPU the flat positions of the spike events (4 bytes
+  per spike, listed every step for the recurrent sum), else booleans; never the ``[T, B, N]``
+  membrane;
 - the state ``(i, v, b)`` at the start of each chunk of ``ceil(sqrt(T))`` steps. The backward
   recomputes one chunk's membranes from its start state (one extra pass of cheap element-wise
   work; the recurrent input comes from the saved spike events), then walks back through it;
@@ -129,9 +130,7 @@ def _row_sums(index, values, width: int, rows: int, weight: torch.Tensor, starts
     """
     weights = None if values is None else values.to(weight.dtype)
     offsets = _bags(index, width, rows) if starts is None else torch.searchsorted(index, starts)
-    return F.embedding_bag(
-        index % width, weight, offsets, mode="sum", per_sample_weights=weights
-    )
+    return F.embedding_bag(index % width, weight, offsets, mode="sum", per_sample_weights=weights)
 
 
 class _ColumnBags:
@@ -148,7 +147,7 @@ class _ColumnBags:
         chunk = torch.div(rows, chunk_rows, rounding_mode="floor")
         key = chunk * width + index % width
         order = torch.argsort(key, stable=True)
-        bounds = torch.arange(n_chunks + 1, device=index.device) * width
+        bounds = torch.arange(n_chunks + 1, device=index.device, dtype=key.dtype) * width
         self.ptr = torch.searchsorted(key[order], bounds).tolist()
         self.order = _compact(order, order.numel())
         self.index, self.values, self.width, self.shift = index, values, width, shift
