@@ -41,7 +41,6 @@ every per-neuron coefficient (summed over batch and time).
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -627,48 +626,35 @@ def leaky_integrate(x: torch.Tensor, a_syn: torch.Tensor, a_mem: torch.Tensor) -
     return _LeakyIntegrator.apply(x, a_syn.to(x.dtype), a_mem.to(x.dtype))
 
 
-def _csr(rows, cols, values, shape):
-    """A CSR matrix from events sorted by row."""
-    counts = torch.bincount(rows, minlength=shape[0])
-    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": we use only the matmul
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, cols, values, shape)
-
-
 class _EventProjection(torch.autograd.Function):
-    """``x @ weight.T`` for a constant, mostly-zero ``x [R, C]``; saves only the events."""
+    """``x @ weight.T`` for a constant, mostly-zero ``x`` given as ``Events``; saves only them."""
 
     @staticmethod
-    def forward(ctx, x, weight):
-        flat = x.view(-1)
-        index = flat.nonzero().squeeze(1)  # row-major: sorted by row
-        rows, cols, values = index // x.shape[1], index % x.shape[1], flat[index]
-        compact = torch.int32 if flat.numel() < 2**31 else torch.int64
-        ctx.save_for_backward(index.to(compact), values)  # 8 bytes per event
-        ctx.shape = x.shape
-        return _csr(rows, cols, values, x.shape) @ weight.t()
+    def forward(ctx, weight, index, values, events):
+        steps, batch, channels = events.shape
+        ctx.save_for_backward(index, values)
+        ctx.shape = events.shape
+        out = _row_sums(index.long(), values, channels, steps * batch, weight.t().contiguous())
+        return out.view(steps, batch, -1)
 
     @staticmethod
     def backward(ctx, grad):
         index, values = ctx.saved_tensors
-        channels = ctx.shape[1]
-        index = index.long()
-        rows, cols = index // channels, index % channels
-        order = torch.argsort(cols * ctx.shape[0] + rows)  # the events of x.T in CSR order
-        x_t = _csr(cols[order], rows[order], values[order], ctx.shape[::-1])
-        return None, (x_t @ grad).t()
+        steps, batch, channels = ctx.shape
+        rows = steps * batch
+        bags = _ColumnBags(index, values, channels, 0, rows, 1)  # the whole input: one chunk
+        return bags.grad_t(0, grad.reshape(rows, -1)).t(), None, None, None
 
 
 @torch.compiler.disable  # data-dependent shapes (the events)
 def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T``; for constant input with few events (spike data), at a cost per event.
 
-    Each non-zero ``x[r, c]`` adds ``x[r, c] * weight[:, c]`` (a sparse-dense product), and the
-    weight gradient is likewise a sum over the events, so both scale with the number of input
-    events instead of ``T * B * C``.
+    Each non-zero ``x[t, b, c]`` adds ``x[t, b, c] * weight[:, c]`` (an ``embedding_bag`` sum),
+    and the weight gradient is likewise a sum over the events, so both scale with the number
+    of input events instead of ``T * B * C``. Other input: a dense product.
     """
-    if x.requires_grad or x.numel() == 0 or x.layout != torch.strided or not _sparse(x):
+    events = Events.of(x)
+    if events is None:
         return x @ weight.t()
-    flat = x.reshape(-1, x.shape[-1]).contiguous()
-    return _EventProjection.apply(flat, weight).reshape(*x.shape[:-1], weight.shape[0])
+    return _EventProjection.apply(weight, events.index, events.values, events)
