@@ -225,12 +225,13 @@ def _membrane(d: Dynamics, v, i, a_mem, v_leak, out=None):
 
 
 class _FusedLayer(torch.autograd.Function):
-    """``(input, W_in, W_rec, coefficients..., beta) -> spikes [T,B,N]``; see the module docstring.
+    """``(input, W_in, W_rec, W_out, coefficients..., beta) -> spikes [T,B,N]`` (and, with
+    ``W_out``, the next layer's current); see the module docstring.
 
     The input is either a current ``[T, B, N]`` (``W_in`` None) or ``Events`` projected by
-    ``W_in`` inside. The forward saves the spikes (as events on CPU, else booleans) and the state
-    at the start of each chunk of time steps; the backward walks the chunks from last to first,
-    recomputing each chunk's membrane from its start state before differentiating through it.
+    ``W_in`` inside. The forward saves the spikes (events or booleans, see the module) and the
+    state at the start of each chunk of time steps; the backward walks the chunks from last to
+    first, recomputing each chunk's membrane from its start state before differentiating it.
     """
 
     @staticmethod
@@ -288,8 +289,9 @@ class _FusedLayer(torch.autograd.Function):
         ctx.d, ctx.starts, ctx.chunk, ctx.ptr = d, starts, chunk, ptr
         ctx.event_shape = events.shape if events is not None else None
         ctx.leak, ctx.spike_ptr = leak is not None, spike_ptr if sparse else None
-        # the spikes: flat positions (sparse path) or booleans, a quarter of the floats
-        if sparse:  # flat positions over [T, B, N]: each step's plus its step's offset
+        # the spikes kept: flat positions over [T, B, N] (each step's plus the step's offset),
+        # or booleans, a quarter of the floats
+        if sparse:
             counts = torch.tensor(spike_ptr, device=like.device).diff()
             offsets = torch.arange(steps, device=like.device) * (batch * size)
             fired = torch.cat(spike_index) + offsets.repeat_interleave(counts)
