@@ -128,6 +128,15 @@ def test_fused_loss_through_the_readout_only(kind, decoding, dense, monkeypatch)
     assert_same_training_signal(nets, events(steps=60, density=0.03), through_spikes=False)
 
 
+@pytest.mark.parametrize("rate", [0.0, 1.0], ids=["dense-products", "event-sums"])
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_event_path_switches_to_dense_products_at_high_rates(kind, rate, monkeypatch):
+    """Above DENSE_SPIKE_RATE the CPU path multiplies densely; both branches, everywhere."""
+    monkeypatch.setattr(fused, "DENSE_SPIKE_RATE", rate)
+    nets = twin_networks(kind, "zero", False, True)
+    assert_same_training_signal(nets, events(steps=60, density=0.03))
+
+
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("kind", NEURONS)
 def test_fused_dense_recurrence_path(kind, reset, monkeypatch):
@@ -184,7 +193,7 @@ def graph_nodes(tensor):
 
 
 def test_event_projection_equals_dense_product_and_its_gradient():
-    x = events(steps=20, batch=5, channels=30, density=0.05)
+    x = events(steps=20, batch=5, channels=30, density=0.02)
     weight = torch.randn(7, 30, requires_grad=True)
     out = project(x, weight)
     assert out.layout == torch.strided and out.shape == (20, 5, 7)

@@ -82,8 +82,16 @@ def sparse_recurrence(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-#: below this fraction of non-zero input entries the event path beats a dense matmul
-SPARSE_DENSITY = 0.1
+#: Below this fraction of non-zero input entries the input is kept as events. Every event
+#: costs a few hundred ns over a training step (listing, sums forwards and again backwards,
+#: the weight gradient); measured on a 2-core CPU (docs/benchmarks.md), events win clearly at
+#: 2 % density and lose at 8 %.
+SPARSE_DENSITY = 0.05
+
+#: Above this fraction of spiking neurons (per step, per chunk) the recurrent input and its
+#: weight gradient use dense products instead of sums over the spike events; same measurement:
+#: events win at 5 % and 9 %, dense products at 17 %.
+DENSE_SPIKE_RATE = 0.1
 
 
 def _sparse(x: torch.Tensor) -> bool:
@@ -271,8 +279,10 @@ class _FusedLayer(torch.autograd.Function):
                 x = current[t0:t1]
             for t in range(t0, t1):
                 x_t = x[t - t0]
-                if sparse:  # + W z_{t-1}: a sum over z_{t-1}'s spikes
-                    x_t = x_t + _row_sums(fired_t, None, size, batch, w_t, row_starts)
+                if sparse and fired_t.numel() <= DENSE_SPIKE_RATE * batch * size:
+                    x_t = x_t + _row_sums(
+                        fired_t, None, size, batch, w_t, row_starts
+                    )  # + W z_{t-1}
                 elif w_t is not None:
                     x_t = torch.addmm(x_t, z, w_t)
                 i = torch.addcmul(x_t, a_syn, i) if d.synapse else x_t
@@ -338,11 +348,7 @@ class _FusedLayer(torch.autograd.Function):
         w_rec_t = rec_weight.t().contiguous() if rec_weight is not None else None
         sparse, spike_ptr = ctx.spike_ptr is not None, ctx.spike_ptr
         n_chunks = len(starts)
-        if sparse and need["w"]:  # spike z_s feeds step s + 1; the last step's feed nothing
-            fed = fired[: spike_ptr[steps - 1]]
-            rec_bags = _ColumnBags(fed, None, size, batch, chunk * batch, n_chunks)
-        if sparse and need["w_out"]:  # spike z_t feeds the next layer at t
-            out_bags = _ColumnBags(fired, None, size, 0, chunk * batch, n_chunks)
+        rec_bags = None  # the spike events by column, sorted once when a chunk first needs them
         if need["w_in"]:
             in_bags = _ColumnBags(
                 events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
@@ -367,7 +373,7 @@ class _FusedLayer(torch.autograd.Function):
                 x = x.view(k, batch, size)
             else:
                 x = current[t0:t1]
-            previous = None  # z_{t0-1} .. z_{t1-2} as floats (dense path)
+            previous = None  # z_{t0-1} .. z_{t1-2} as floats [k B, N], where dense products win
             if sparse:
                 lo, hi = spike_ptr[t0], spike_ptr[t1]
                 index = fired[lo:hi].long() - t0 * plane
@@ -376,7 +382,11 @@ class _FusedLayer(torch.autograd.Function):
                 # the spikes of t0 - 1 .. t1 - 2 feed this chunk through the recurrence
                 index = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]].long()
                 index = index - (t0 - 1) * plane
-                x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
+                if index.numel() <= DENSE_SPIKE_RATE * k * plane:
+                    x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
+                else:
+                    previous = like.new_zeros(k * plane).index_fill_(0, index, 1).view(-1, size)
+                    x = x + (previous @ w_rec_t).view(k, batch, size)
             else:
                 z_chunk = fired[t0:t1].view(torch.uint8).to(dtype)
                 if rec_weight is not None:
@@ -482,14 +492,17 @@ class _FusedLayer(torch.autograd.Function):
                 g = in_bags.grad_t(c, flat_grad)
                 grad_w_in_t = g if grad_w_in_t is None else grad_w_in_t + g
             if need["w"]:
-                if sparse:
+                if previous is None:
+                    if rec_bags is None:  # spike z_s feeds step s + 1; the last step's, nothing
+                        fed = fired[: spike_ptr[steps - 1]]
+                        rec_bags = _ColumnBags(fed, None, size, batch, chunk * batch, n_chunks)
                     g = rec_bags.grad_t(c, flat_grad)
                 else:
                     g = previous.view(-1, size).t() @ flat_grad
                 grad_w_t = g if grad_w_t is None else grad_w_t + g
             if need["w_out"]:
                 g_out = grad_out[t0:t1].reshape(k * batch, -1)
-                g = out_bags.grad_t(c, g_out) if sparse else z_chunk.view(-1, size).t() @ g_out
+                g = z_chunk.view(-1, size).t() @ g_out  # [N, K]: small for a readout
                 grad_w_out_t = g if grad_w_out_t is None else grad_w_out_t + g
             if need["beta"]:  # d(spike)/d(beta) via the surrogate's primitive, as _SpikeFunction
                 with torch.enable_grad():
