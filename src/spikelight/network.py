@@ -243,7 +243,7 @@ class SpikingNetwork(nn.Module):
             h = layer(h, self.fused, binary)
             spikes[f"hidden{index}"] = h
             binary = self.fused and layer.neuron.fused_dynamics() is not None
-        # the last hidden layer also projects its spikes onto the readout (fused: per event)
+        # the last hidden layer also projects its spikes onto the readout (inside a fused loop)
         h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
         spikes[f"hidden{len(self.layers) - 1}"] = h
         if isinstance(self.readout, Neuron):
