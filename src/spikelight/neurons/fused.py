@@ -646,10 +646,10 @@ class _EventProjection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight, index, values, events):
-        steps, batch, channels = events.shape
+        steps, batch, _ = events.shape
         ctx.save_for_backward(index, values)
         ctx.shape = events.shape
-        out = _row_sums(index.long(), values, channels, steps * batch, weight.t().contiguous())
+        out = events.project(weight.t().contiguous(), 0, steps * batch, 0, index.numel())
         return out.view(steps, batch, -1)
 
     @staticmethod
