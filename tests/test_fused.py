@@ -10,9 +10,9 @@ import torch
 
 from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
-from spikelight.neurons import ALIF, IF, LIF, fused
+from spikelight.neurons import ALIF, IF, LIF, fused, native
 from spikelight.neurons.fused import Events, chunk_steps, leaky_integrate, project, run_fused
-from spikelight.surrogates import Logistic, SuperSpike
+from spikelight.surrogates import ATan, Exponential, Logistic, SuperSpike, Triangle
 
 NEURONS = {
     "if": (IF, {}, ("threshold", "v_reset")),
@@ -23,6 +23,15 @@ NEURONS = {
 
 
 pytestmark = pytest.mark.usefixtures("float64")
+
+
+@pytest.fixture(params=["native", "torch"], autouse=True)
+def backend(request, monkeypatch):
+    """Every test twice: with the fused layer's C loops and with its PyTorch loops."""
+    if request.param == "native" and native.library() is None:
+        pytest.skip("the C loops are not built here (no C compiler)")
+    monkeypatch.setattr(fused, "NATIVE", request.param == "native")
+    return request.param
 
 
 def twin_networks(
@@ -106,6 +115,13 @@ def test_fused_spiking_readout_and_learned_beta(kind):
     surrogate = Logistic(beta=3.0, learn_beta=True)
     nets = twin_networks(kind, "subtract", True, True, decoding="spike_count", surrogate=surrogate)
     assert "readout" in nets[0](events()).spikes
+    assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("surrogate", [SuperSpike, Logistic, ATan, Triangle, Exponential])
+def test_fused_every_surrogate(surrogate):
+    """Each surrogate's derivative (the C loops have their own copy of every formula)."""
+    nets = twin_networks("alif", "zero", False, True, surrogate=surrogate(beta=2.0))
     assert_same_training_signal(nets, events())
 
 

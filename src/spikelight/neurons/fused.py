@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
+from spikelight.neurons import native
 from spikelight.surrogates import Surrogate
 
 
@@ -193,9 +194,14 @@ class Events:
         if not _sparse(x):
             return None
         flat = x.reshape(-1)
-        index = _nonzero_positions(flat)
-        values = flat.index_select(0, index)
-        values = None if bool((values == 1).all()) else values
+        if NATIVE and native.supports(flat):
+            index, ones = native.nonzero(flat)
+        else:
+            index = _nonzero_positions(flat)
+            ones = None
+        values = None if ones else flat.index_select(0, index)
+        if ones is None and bool((values == 1).all()):
+            values = None
         return cls(_compact(index, flat.numel()), values, tuple(x.shape))
 
     def bounds(self, rows: list[int]) -> list[int]:
@@ -208,6 +214,28 @@ class Events:
         index = self.index[lo:hi].long() - r0 * self.shape[2]
         values = None if self.values is None else self.values[lo:hi]
         return _row_sums(index, values, self.shape[2], r1 - r0, weight_t)
+
+
+#: Whether the fused layer may use its C loops (``native.py``) where they are available.
+NATIVE = True
+
+
+def _same(t):
+    return t
+
+
+def _native_steps(d: Dynamics, like, shape, coefficients: dict, w_t, leak, beta):
+    """The C loops for this layer, or None: they run float32/float64 on the CPU, for the
+    surrogates they know, with flat spike positions in int32."""
+    if not NATIVE or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
+        return None
+    if math.prod(shape) >= 2**31 or native.surrogate_kind(d.surrogate) is None:
+        return None  # (the spike positions over [T, B, N] must fit in int32)
+    if native.library() is None:
+        return None
+    _, batch, size = shape
+    return native.NativeSteps(d, batch, size, like.dtype, coefficients, w_t,
+                              float(beta.to(like.dtype)), leak is not None)  # fmt: skip
 
 
 def _reset(d: Dynamics, u, z, theta, v_reset):
@@ -230,6 +258,50 @@ def _membrane(d: Dynamics, v, i, a_mem, v_leak, out=None):
     if d.leaky:
         return torch.lerp(i if v_leak is None else i + v_leak, v, a_mem, out=out)
     return torch.add(v, i, out=out)
+
+
+def _recompute(d: Dynamics, x, z, u_out, i, v, b, keep_i, keep_v, a_syn, a_mem, leak,
+               threshold, v_reset, a_adapt):  # fmt: skip
+    """One chunk's membranes ``u_out [k, B, N]`` from its start state ``(i, v, b)``, input
+    ``x`` and spikes ``z``, plus the state before each step and after the last: lists
+    ``[k + 1]`` of ``i`` (``keep_i``), ``v`` (``keep_v``), ``b`` (ALIF) or None."""
+    i_hist = [i] if keep_i else None
+    v_hist = [v] if keep_v else None
+    b_hist = [b] if d.adaptive else None  # b_{t-1}: part of theta_t
+    for s in range(x.shape[0]):
+        i = torch.addcmul(x[s], a_syn, i) if d.synapse else x[s]
+        u = _membrane(d, v, i, a_mem, leak, out=u_out[s])
+        theta = threshold + b if d.adaptive else threshold
+        v = _reset(d, u, z[s], theta, v_reset)
+        if d.adaptive:
+            b = torch.add(a_adapt * b, z[s], alpha=d.adapt_jump)
+            b_hist.append(b)
+        if keep_i:
+            i_hist.append(i)
+        if keep_v:
+            v_hist.append(v)
+    return i_hist, v_hist, b_hist
+
+
+def _native_recompute(kernel, x, z, z_prev, u_out, i, v, b, keep_i, keep_v):
+    """``_recompute`` by the C loop: the histories as ``[k + 1, B, N]`` tensors."""
+    hist = []
+    for start, keep in ((i, keep_i), (v, keep_v), (b, b is not None)):
+        h = None
+        if keep:
+            h = start.new_empty(x.shape[0] + 1, *start.shape)
+            h[0] = start
+        hist.append(h)
+    state = [None if t is None else t.clone() for t in (i, v, b)]  # advanced in place
+    after = [None if h is None else h[1:] for h in hist]
+    kernel.run(x, z, *state, z_prev, u=u_out, hist=after)
+    return hist
+
+
+def _spike_row(fired, spike_ptr, t: int, plane: int, like) -> torch.Tensor:
+    """Step ``t``'s spikes as floats ``[B * N]`` from the flat spike positions ``fired``."""
+    index = fired[spike_ptr[t] : spike_ptr[t + 1]].long() - t * plane
+    return like.new_zeros(plane).index_fill_(0, index, 1)
 
 
 class _FusedLayer(torch.autograd.Function):
@@ -265,18 +337,32 @@ class _FusedLayer(torch.autograd.Function):
         fired_t = z.new_zeros(0, dtype=torch.long)  # the last step's, within its [B, N] plane
         row_starts = torch.arange(batch, device=like.device) * size
         state = {"i": [], "v": [], "b": []}  # at the start of each chunk, where it varies
+        coefficients = dict(a_syn=a_syn, a_mem=a_mem, v_leak=v_leak, threshold=threshold,
+                            v_reset=v_reset, a_adapt=a_adapt)  # fmt: skip
+        kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
+        if kernel is not None:  # the C loops advance the state in place: their own copies
+            i, v, b = zeros.clone(), v.contiguous().clone(), zeros.clone()
+            current = current.contiguous() if current is not None else None
         for c, t0 in enumerate(starts):
             t1 = min(t0 + chunk, steps)
-            state["v"].append(v.expand(batch, size))
+            copy = torch.clone if kernel is not None else _same
+            state["v"].append(copy(v.expand(batch, size)))
             if d.synapse:
-                state["i"].append(i)
+                state["i"].append(copy(i))
             if d.adaptive:
-                state["b"].append(b)
+                state["b"].append(copy(b))
             if events is not None:
                 x = events.project(w_in_t, t0 * batch, t1 * batch, *ptr[c : c + 2])
                 x = x.view(t1 - t0, batch, size)
             else:
                 x = current[t0:t1]
+            if kernel is not None:
+                previous = spikes[t0 - 1] if t0 > 0 and w_t is not None else None
+                index, counts = kernel.run(x, spikes[t0:t1], i, v, b, previous, decide=True)
+                if sparse:  # flat positions over [T, B, N]: fit in int32 (see _native_steps)
+                    spike_index.append(index + t0 * batch * size)
+                    spike_ptr.extend((spike_ptr[-1] + counts.cumsum(0)).tolist())
+                continue
             for t in range(t0, t1):
                 x_t = x[t - t0]
                 if sparse and fired_t.numel() <= DENSE_SPIKE_RATE * batch * size:
@@ -297,11 +383,14 @@ class _FusedLayer(torch.autograd.Function):
                     spike_index.append(fired_t)
                     spike_ptr.append(spike_ptr[-1] + fired_t.numel())
         ctx.d, ctx.starts, ctx.chunk, ctx.ptr = d, starts, chunk, ptr
+        ctx.native = kernel is not None
         ctx.event_shape = events.shape if events is not None else None
         ctx.leak, ctx.spike_ptr = leak is not None, spike_ptr if sparse else None
         # the spikes kept: flat positions over [T, B, N] (each step's plus the step's offset),
         # or booleans, a quarter of the floats
-        if sparse:
+        if sparse and kernel is not None:  # already flat positions
+            fired = torch.cat(spike_index)
+        elif sparse:
             counts = torch.tensor(spike_ptr, device=like.device).diff()
             offsets = torch.arange(steps, device=like.device) * (batch * size)
             fired = torch.cat(spike_index) + offsets.repeat_interleave(counts)
@@ -349,19 +438,44 @@ class _FusedLayer(torch.autograd.Function):
         sparse, spike_ptr = ctx.spike_ptr is not None, ctx.spike_ptr
         n_chunks = len(starts)
         rec_bags = None  # the spike events by column, sorted once when a chunk first needs them
-        if need["w_in"]:
-            in_bags = _ColumnBags(
-                events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
-            )
-
         sums = {}  # per-neuron gradients, summed over time here and over the batch at the end
 
         def accumulate(name, value):
             sums[name] = value if name not in sums else sums[name] + value
 
+        coefficient_names = ("a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
+        kernel = None
+        if ctx.native:  # the C loops: coefficient gradients summed over batch and time there
+            own_values = (a_syn, a_mem, v_leak, threshold, v_reset, a_adapt)
+            coefficients = dict(zip(coefficient_names, own_values, strict=True))
+            kernel = _native_steps(d, like, ctx.shape, coefficients, w_rec_t, leak, beta)
+            native_sums = {
+                f"sum_{name}": like.new_zeros(size, dtype=torch.float64)
+                for name in coefficient_names
+                if need[name]
+            }
+            rec = like.new_empty(batch, size)  # dL/dz_t through the recurrence, once known
+            rec_known = False
+        # weight gradients as sums over events in C (no sort), where the positions are int32
+        scatter = kernel is not None and sparse
+        scatter_in = kernel is not None and need["w_in"] and events.index.dtype == torch.int32
+        if need["w_in"] and not scatter_in:
+            in_bags = _ColumnBags(
+                events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
+            )
+
+        buffers = {}  # [K, B, N] scratch reused by every chunk (fresh memory costs page faults)
+
+        def scratch(name: str, k: int, zero: bool = False) -> torch.Tensor:
+            if name not in buffers:
+                new = like.new_zeros if zero else like.new_empty
+                buffers[name] = new(chunk, batch, size)
+            return buffers[name][:k]
+
         grad_x = torch.empty_like(current) if need["x"] else None
         grad_w_in_t = grad_w_t = grad_beta = None
-        lam_v = lam_i = lam_b = like.new_zeros(batch, size)  # dL/dv_t, dL/di_t, dL/db_t
+        # dL/dv_t, dL/di_t, dL/db_t (the C loops update them in place)
+        lam_v, lam_i, lam_b = (like.new_zeros(batch, size) for _ in range(3))
         grad_w_out_t = carry = None  # carry: dL/dz_{t0-1} from the recurrence, across chunks
         for c in range(n_chunks - 1, -1, -1):
             t0 = starts[c]
@@ -375,17 +489,19 @@ class _FusedLayer(torch.autograd.Function):
                 x = current[t0:t1]
             previous = None  # z_{t0-1} .. z_{t1-2} as floats [k B, N], where dense products win
             if sparse:
-                lo, hi = spike_ptr[t0], spike_ptr[t1]
-                index = fired[lo:hi].long() - t0 * plane
-                z_chunk = like.new_zeros(k * plane).index_fill_(0, index, 1)
-                z_chunk = z_chunk.view(k, batch, size)
+                own = fired[spike_ptr[t0] : spike_ptr[t1]].long() - t0 * plane
+                z_chunk = scratch("z", k, zero=True)  # zeros: the chunk's spikes are unset below
+                z_chunk.view(-1).index_fill_(0, own, 1)
                 # the spikes of t0 - 1 .. t1 - 2 feed this chunk through the recurrence
                 index = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]].long()
                 index = index - (t0 - 1) * plane
-                if index.numel() <= DENSE_SPIKE_RATE * k * plane:
+                if kernel is None and index.numel() > DENSE_SPIKE_RATE * k * plane:
+                    previous = like.new_zeros(k * plane).index_fill_(0, index, 1).view(-1, size)
+                if kernel is not None:  # the C loop adds the recurrent input itself
+                    pass
+                elif previous is None:
                     x = x + _row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
                 else:
-                    previous = like.new_zeros(k * plane).index_fill_(0, index, 1).view(-1, size)
                     x = x + (previous @ w_rec_t).view(k, batch, size)
             else:
                 z_chunk = fired[t0:t1].view(torch.uint8).to(dtype)
@@ -393,105 +509,134 @@ class _FusedLayer(torch.autograd.Function):
                     previous = fired[max(t0 - 1, 0) : t1 - 1].view(torch.uint8).to(dtype)
                     if t0 == 0:
                         previous = torch.cat([torch.zeros_like(previous[:1]), previous])
-                    x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
-            u_chunk = torch.empty_like(z_chunk)
-            i_hist = [i_start[c]] if keep_i else None
-            v_hist = [v_start[c]] if keep_v else None
-            b_hist = [b_start[c]] if d.adaptive else None  # b_{t-1}: part of theta_t
-            i = i_start[c] if d.synapse else None
-            v = v_start[c]
-            b = b_start[c] if d.adaptive else None
-            for s in range(k):
-                i = torch.addcmul(x[s], a_syn, i) if d.synapse else x[s]
-                u = _membrane(d, v, i, a_mem, leak, out=u_chunk[s])
-                theta = threshold + b if d.adaptive else threshold
-                v = _reset(d, u, z_chunk[s], theta, v_reset)
-                if d.adaptive:
-                    b = torch.add(a_adapt * b, z_chunk[s], alpha=d.adapt_jump)
-                    b_hist.append(b)
-                if keep_i:
-                    i_hist.append(i)
-                if keep_v:
-                    v_hist.append(v)
+                    if kernel is None:
+                        x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
+            u_chunk = scratch("u", k)
+            if kernel is not None:
+                z_prev = None  # z_{t0-1} [B, N], the recurrent input of the chunk's first step
+                if rec_weight is not None and t0 > 0:
+                    z_prev = previous[:batch] if previous is not None else _spike_row(
+                        fired, spike_ptr, t0 - 1, plane, like
+                    ).view(batch, size)  # fmt: skip
+                i_hist, v_hist, b_hist = _native_recompute(
+                    kernel, x, z_chunk, z_prev, u_chunk,
+                    i_start[c] if d.synapse else None, v_start[c],
+                    b_start[c] if d.adaptive else None, keep_i, keep_v,
+                )  # fmt: skip
+            else:
+                i_hist, v_hist, b_hist = _recompute(
+                    d, x, z_chunk, u_chunk, i_start[c] if d.synapse else None, v_start[c],
+                    b_start[c] if d.adaptive else None, keep_i, keep_v,
+                    a_syn, a_mem, leak, threshold, v_reset, a_adapt,
+                )  # fmt: skip
             del x
-            grad_z_chunk = torch.empty_like(u_chunk) if need["beta"] else None
-            grad_in = grad_x[t0:t1] if grad_x is not None else torch.empty_like(u_chunk)
+            grad_z_chunk = scratch("grad_z", k) if need["beta"] else None
+            grad_in = grad_x[t0:t1] if grad_x is not None else scratch("grad_in", k)
             # dL/dz_t from outside: the spikes' own gradient and the next layer's, through W_out
             outside = None if grad_spikes is None else grad_spikes[t0:t1]
             if grad_out is not None:
-                through = (grad_out[t0:t1].reshape(k * batch, -1) @ w_out).view(k, batch, size)
+                through = scratch("through", k)
+                torch.mm(grad_out[t0:t1].reshape(k * batch, -1), w_out, out=through.view(-1, size))
                 outside = through if outside is None else through + outside
-            if outside is None:  # only the recurrence carries gradient into these spikes
-                outside = like.new_zeros(1, 1, 1).expand(k, batch, size)
-            grad_z = outside[k - 1] if carry is None else outside[k - 1] + carry
-            theta_chunk = threshold + torch.stack(b_hist[:k]) if d.adaptive else threshold
-            slopes = d.surrogate.derivative(u_chunk - theta_chunk, beta_)  # z = H(u - theta)
-            # -- walk back through the chunk ---------------------------------------------------
-            for s in range(k - 1, -1, -1):
-                t = t0 + s
-                z = z_chunk[s] if need_theta or d.reset == "zero" else None
-                theta = threshold + b_hist[s] if d.adaptive else threshold
-                if d.adaptive:  # b_t = a_adapt b_{t-1} + adapt_jump z_t
-                    grad_z = torch.add(grad_z, lam_b, alpha=d.adapt_jump)
-                grad_v = lam_v * (v_hist[s + 1] > 0) if d.rectify else lam_v
-                grad_theta, grad_r = None, None
-                if d.reset == "subtract":  # v = u - r theta
-                    grad_u = grad_v
+            theta_chunk = threshold
+            if d.adaptive:  # theta_t = threshold + b_{t-1}
+                b_before = b_hist[:k] if torch.is_tensor(b_hist) else torch.stack(b_hist[:k])
+                theta_chunk = threshold + b_before
+            if kernel is not None:
+                back = kernel.backward(
+                    outside=None if outside is None else outside.contiguous(), u=u_chunk,
+                    z=z_chunk, i_hist=i_hist, v_hist=v_hist, b_hist=b_hist, lam_v=lam_v,
+                    lam_i=lam_i, lam_b=lam_b, grad_in=grad_in, grad_z=grad_z_chunk,
+                    **native_sums,
+                )  # fmt: skip
+                for s in range(k - 1, -1, -1):
+                    kernel.step(back, s, t0 + s, rec if rec_known else None)
+                    if rec_weight is not None and t0 + s > 0:  # in_t = x_t + W z_{t-1}
+                        torch.mm(grad_in[s], rec_weight, out=rec)
+                        rec_known = True
+            else:
+                if outside is None:  # only the recurrence carries gradient into these spikes
+                    outside = like.new_zeros(1, 1, 1).expand(k, batch, size)
+                grad_z = outside[k - 1] if carry is None else outside[k - 1] + carry
+                slopes = d.surrogate.derivative(u_chunk - theta_chunk, beta_)  # z = H(u - theta)
+                # -- walk back through the chunk ---------------------------------------------------
+                for s in range(k - 1, -1, -1):
+                    t = t0 + s
+                    z = z_chunk[s] if need_theta or d.reset == "zero" else None
+                    theta = threshold + b_hist[s] if d.adaptive else threshold
+                    if d.adaptive:  # b_t = a_adapt b_{t-1} + adapt_jump z_t
+                        grad_z = torch.add(grad_z, lam_b, alpha=d.adapt_jump)
+                    grad_v = lam_v * (v_hist[s + 1] > 0) if d.rectify else lam_v
+                    grad_theta, grad_r = None, None
+                    if d.reset == "subtract":  # v = u - r theta
+                        grad_u = grad_v
+                        if need_theta:
+                            grad_theta = -z * grad_v
+                        if not d.detach_reset:
+                            grad_r = -theta * grad_v
+                    elif d.reset == "zero":  # v = u - r (u - v_reset)
+                        grad_u = grad_v * (1 - z)
+                        if need["v_reset"]:
+                            accumulate("v_reset", z * grad_v)
+                        if not d.detach_reset:
+                            grad_r = (v_reset - u_chunk[s]) * grad_v
+                    else:
+                        grad_u = grad_v
+                    if grad_r is not None:
+                        grad_z = grad_z + grad_r
+                    if grad_z_chunk is not None:
+                        grad_z_chunk[s] = grad_z
+                    slope = slopes[s]
                     if need_theta:
-                        grad_theta = -z * grad_v
-                    if not d.detach_reset:
-                        grad_r = -theta * grad_v
-                elif d.reset == "zero":  # v = u - r (u - v_reset)
-                    grad_u = grad_v * (1 - z)
-                    if need["v_reset"]:
-                        accumulate("v_reset", z * grad_v)
-                    if not d.detach_reset:
-                        grad_r = (v_reset - u_chunk[s]) * grad_v
-                else:
-                    grad_u = grad_v
-                if grad_r is not None:
-                    grad_z = grad_z + grad_r
-                if grad_z_chunk is not None:
-                    grad_z_chunk[s] = grad_z
-                slope = slopes[s]
-                if need_theta:
-                    grad_pre = grad_z * slope
-                    grad_u = grad_u + grad_pre
-                    grad_theta = -grad_pre if grad_theta is None else grad_theta - grad_pre
-                    if need["threshold"]:
-                        accumulate("threshold", grad_theta)
-                else:
-                    grad_u = torch.addcmul(grad_u, grad_z, slope)
-                if d.adaptive:  # theta_t = threshold + b_{t-1}
-                    if need["a_adapt"]:
-                        accumulate("a_adapt", lam_b * b_hist[s])
-                    lam_b = torch.addcmul(grad_theta, a_adapt, lam_b)
-                if d.leaky:  # u = v_leak + a_mem (v_{t-1} - v_leak) + (1 - a_mem) i_t
-                    if need["a_mem"]:
-                        accumulate("a_mem", grad_u * (v_hist[s] - v_leak - i_hist[s + 1]))
-                    if need["v_leak"]:
-                        accumulate("v_leak", grad_u)  # times (1 - a_mem), applied once below
-                    grad_i = torch.addcmul(lam_i, gain, grad_u, out=grad_in[s])
-                    lam_v = a_mem * grad_u
-                else:  # u = v_{t-1} + i_t
-                    grad_i = torch.add(lam_i, grad_u, out=grad_in[s])
-                    lam_v = grad_u
-                if d.synapse:  # i_t = a_syn i_{t-1} + in_t
-                    if need["a_syn"] and t > 0:
-                        accumulate("a_syn", grad_i * i_hist[s])
-                    lam_i = a_syn * grad_i
-                if s > 0:  # in_t = x_t + W z_{t-1}
-                    grad_z = outside[s - 1]
-                    if rec_weight is not None:
-                        grad_z = torch.addmm(grad_z, grad_i, rec_weight)
-                elif rec_weight is not None and t0 > 0:
-                    carry = grad_i @ rec_weight
+                        grad_pre = grad_z * slope
+                        grad_u = grad_u + grad_pre
+                        grad_theta = -grad_pre if grad_theta is None else grad_theta - grad_pre
+                        if need["threshold"]:
+                            accumulate("threshold", grad_theta)
+                    else:
+                        grad_u = torch.addcmul(grad_u, grad_z, slope)
+                    if d.adaptive:  # theta_t = threshold + b_{t-1}
+                        if need["a_adapt"]:
+                            accumulate("a_adapt", lam_b * b_hist[s])
+                        lam_b = torch.addcmul(grad_theta, a_adapt, lam_b)
+                    if d.leaky:  # u = v_leak + a_mem (v_{t-1} - v_leak) + (1 - a_mem) i_t
+                        if need["a_mem"]:
+                            accumulate("a_mem", grad_u * (v_hist[s] - v_leak - i_hist[s + 1]))
+                        if need["v_leak"]:
+                            accumulate("v_leak", grad_u)  # times (1 - a_mem), applied once below
+                        grad_i = torch.addcmul(lam_i, gain, grad_u, out=grad_in[s])
+                        lam_v = a_mem * grad_u
+                    else:  # u = v_{t-1} + i_t
+                        grad_i = torch.add(lam_i, grad_u, out=grad_in[s])
+                        lam_v = grad_u
+                    if d.synapse:  # i_t = a_syn i_{t-1} + in_t
+                        if need["a_syn"] and t > 0:
+                            accumulate("a_syn", grad_i * i_hist[s])
+                        lam_i = a_syn * grad_i
+                    if s > 0:  # in_t = x_t + W z_{t-1}
+                        grad_z = outside[s - 1]
+                        if rec_weight is not None:
+                            grad_z = torch.addmm(grad_z, grad_i, rec_weight)
+                    elif rec_weight is not None and t0 > 0:
+                        carry = grad_i @ rec_weight
             # -- the chunk's weight gradients ------------------------------------------------
             flat_grad = grad_in.reshape(k * batch, size)
-            if need["w_in"]:
+            if scatter_in:
+                lo, hi = ctx.ptr[c : c + 2]
+                if grad_w_in_t is None:
+                    grad_w_in_t = like.new_zeros(events.shape[2], size)
+                values = None if events.values is None else events.values[lo:hi]
+                native.scatter_rows(grad_w_in_t, events.index[lo:hi], values, events.shape[2],
+                                    0, t0 * batch, flat_grad)  # fmt: skip
+            elif need["w_in"]:
                 g = in_bags.grad_t(c, flat_grad)
                 grad_w_in_t = g if grad_w_in_t is None else grad_w_in_t + g
-            if need["w"]:
+            if need["w"] and scatter:  # spike z_s feeds step s + 1
+                if grad_w_t is None:
+                    grad_w_t = like.new_zeros(size, size)
+                fed = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]]
+                native.scatter_rows(grad_w_t, fed, None, size, batch, t0 * batch, flat_grad)
+            elif need["w"]:
                 if previous is None:
                     if rec_bags is None:  # spike z_s feeds step s + 1; the last step's, nothing
                         fed = fired[: spike_ptr[steps - 1]]
@@ -500,7 +645,13 @@ class _FusedLayer(torch.autograd.Function):
                 else:
                     g = previous.view(-1, size).t() @ flat_grad
                 grad_w_t = g if grad_w_t is None else grad_w_t + g
-            if need["w_out"]:
+            if need["w_out"] and scatter:
+                g_out = grad_out[t0:t1].reshape(k * batch, -1).contiguous()
+                if grad_w_out_t is None:
+                    grad_w_out_t = like.new_zeros(size, g_out.shape[1])
+                here = fired[spike_ptr[t0] : spike_ptr[t1]]
+                native.scatter_rows(grad_w_out_t, here, None, size, 0, t0 * batch, g_out)
+            elif need["w_out"]:
                 g_out = grad_out[t0:t1].reshape(k * batch, -1)
                 g = z_chunk.view(-1, size).t() @ g_out  # [N, K]: small for a readout
                 grad_w_out_t = g if grad_w_out_t is None else grad_w_out_t + g
@@ -510,13 +661,19 @@ class _FusedLayer(torch.autograd.Function):
                     smooth = d.surrogate.primitive(u_chunk - theta_chunk, beta_leaf.to(dtype))
                     (g,) = torch.autograd.grad(smooth, beta_leaf, grad_z_chunk)
                 grad_beta = g if grad_beta is None else grad_beta + g
+            if sparse:
+                z_chunk.view(-1).index_fill_(0, own, 0)  # all zeros again, for the next chunk
 
+        sums = {name: value.sum(0) for name, value in sums.items()}  # over the batch
+        if kernel is not None:
+            sums = {name: native_sums[f"sum_{name}"].to(dtype) for name in coefficient_names
+                    if need[name]}  # fmt: skip
         if need["v_leak"]:  # v_{-1} = v_leak
-            sums["v_leak"] = sums["v_leak"] * gain + lam_v
+            sums["v_leak"] = sums["v_leak"] * gain + lam_v.sum(0)
         zero = like.new_zeros(size)  # e.g. a_syn's gradient over a single step
         coefficient_grads = [
-            sums[name].sum(0) if name in sums else zero if need[name] else None
-            for name in ("a_syn", "a_mem", "v_leak", "threshold", "v_reset", "a_adapt")
+            sums[name] if name in sums else zero if need[name] else None
+            for name in coefficient_names
         ]
         return (
             grad_x,
@@ -609,14 +766,16 @@ def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _SpikeProjection.apply(z, weight)
 
 
-def _filter(x, a_syn: float, a_mem: float):
-    """The leaky readout's two first-order stages over time, without recording.
+def _filter(x, a_syn: float, a_mem: float, reverse: bool = False):
+    """The leaky readout's two first-order stages over time (backwards: ``reverse``).
 
     ``i = a_syn i + x_t`` and ``v = a_mem v + (1 - a_mem) i`` (one ``lerp``), written in place.
     """
+    if NATIVE and native.supports(x):
+        return native.leaky_filter(x, a_syn, a_mem, reverse)
     i = v = x.new_zeros(x.shape[1:])
     out = torch.empty_like(x)
-    for t in range(x.shape[0]):
+    for t in reversed(range(x.shape[0])) if reverse else range(x.shape[0]):
         i = torch.add(x[t], i, alpha=a_syn)
         v = torch.lerp(i, v, a_mem, out=out[t])
     return out
@@ -632,7 +791,7 @@ class _LeakyIntegrator(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return _filter(grad.flip(0), *ctx.coefficients).flip(0), None, None
+        return _filter(grad, *ctx.coefficients, reverse=True), None, None
 
 
 @torch.compiler.disable  # a Python time loop: torch.compile would unroll it

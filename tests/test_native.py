@@ -1,0 +1,135 @@
+"""The C loops of the fused layer (spikelight.neurons.native): build, helpers, fallback.
+
+The fused layer's results with and without them are compared in tests/test_fused.py (every
+test there runs on both); these check the pieces against plain PyTorch, and the build.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+
+from spikelight.neurons import LIF, fused, native
+from spikelight.neurons.fused import Events, run_fused
+from spikelight.surrogates import SuperSpike
+
+needs_native = pytest.mark.skipif(native.library() is None, reason="no C compiler here")
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """``native.library()`` built afresh into ``tmp_path``; the cached one again afterwards."""
+    monkeypatch.setenv("SPIKELIGHT_CACHE", str(tmp_path))
+    native.library.cache_clear()
+    yield tmp_path
+    native.library.cache_clear()
+
+
+@needs_native
+def test_build_is_cached_and_leaves_no_temporary_files(fresh_library):
+    lib = native.library()
+    assert lib is not None
+    built = list(fresh_library.iterdir())
+    assert len(built) == 1 and built[0].name.startswith("fused_native-"), built
+    stamp = built[0].stat().st_mtime_ns
+    native.library.cache_clear()
+    assert native.library() is not None
+    assert [p.stat().st_mtime_ns for p in fresh_library.iterdir()] == [stamp]  # not rebuilt
+
+
+def test_switched_off_or_no_compiler_means_the_pytorch_loops(fresh_library, monkeypatch):
+    monkeypatch.setenv("SPIKELIGHT_NATIVE", "0")
+    assert native.library() is None
+    native.library.cache_clear()
+    monkeypatch.delenv("SPIKELIGHT_NATIVE")
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    assert native.library() is None
+
+
+def test_failing_compiler_warns_and_falls_back(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "false")  # exists, exits 1
+    with pytest.warns(RuntimeWarning, match="native fused kernels unavailable.*false failed"):
+        assert native.library() is None
+    assert list(fresh_library.iterdir()) == []  # nothing half-written left behind
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the warning came once, with the failed build
+        spikes = run_fused(LIF(4, SuperSpike()), torch.rand(6, 2, 4) * 3)  # PyTorch loops
+    assert spikes.shape == (6, 2, 4) and 0 < spikes.mean() < 1
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("numel", [0, 1, 7, 8, 9, 1000])
+def test_nonzero_lists_what_torch_lists(dtype, numel):
+    generator = torch.Generator().manual_seed(numel)
+    x = torch.rand(numel, generator=generator, dtype=dtype)
+    x = torch.where(x < 0.8, torch.zeros_like(x), torch.ones_like(x))
+    if numel >= 9:
+        x[3], x[5] = -0.0, float("nan")  # -0 is zero; NaN is not
+    positions, ones = native.nonzero(x)
+    expected = x.nonzero().squeeze(1)
+    assert torch.equal(positions, expected)
+    assert ones == bool((x[expected] == 1).all())
+    if numel >= 9:
+        assert 5 in positions.tolist() and 3 not in positions.tolist() and not ones
+        x[5] = 2.0
+        assert native.nonzero(x)[1] is False
+        x[5] = 1.0
+        assert native.nonzero(x)[1] is True
+
+
+@needs_native
+@pytest.mark.parametrize("with_values", [False, True])
+def test_scatter_rows_is_the_transposed_sparse_product(with_values):
+    generator = torch.Generator().manual_seed(0)
+    rows, width, k, shift, lo = 12, 9, 5, 2, 4
+    dense = (torch.rand(rows, width, generator=generator) < 0.3).double()
+    if with_values:
+        dense = dense * torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    index = dense.reshape(-1).nonzero().squeeze(1)
+    values = dense.reshape(-1)[index] if with_values else None
+    # only the entries whose shifted row lands in src's rows lo .. lo + len(src) - 1
+    rows_of = index // width + shift
+    keep = (rows_of >= lo) & (rows_of < rows)
+    index, values = index[keep], None if values is None else values[keep]
+    src = torch.randn(rows - lo, k, generator=generator, dtype=torch.float64)
+    acc = torch.ones(width, k, dtype=torch.float64)  # accumulates: starts at one
+    native.scatter_rows(acc, index.to(torch.int32), values, width, shift, lo, src)
+    shifted = torch.zeros(rows - lo, width, dtype=torch.float64)  # S with rows moved by shift
+    shifted[rows_of[keep] - lo] += dense[index // width]
+    torch.testing.assert_close(acc, 1 + shifted.t() @ src)
+    with pytest.raises(ValueError, match="int32"):
+        native.scatter_rows(acc, index, values, width, shift, lo, src)
+
+
+@needs_native
+@pytest.mark.parametrize("reverse", [False, True])
+def test_leaky_filter_equals_the_pytorch_loop(reverse, monkeypatch):
+    x = torch.randn(30, 3, 4, dtype=torch.float64)
+    got = native.leaky_filter(x, 0.8, 0.3, reverse)
+    monkeypatch.setattr(fused, "NATIVE", False)
+    torch.testing.assert_close(got, fused._filter(x, 0.8, 0.3, reverse), rtol=1e-13, atol=1e-14)
+    expected = fused._filter(x.flip(0), 0.8, 0.3).flip(0) if reverse else None
+    if expected is not None:
+        torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-14)
+
+
+@needs_native
+def test_fused_layer_runs_the_c_loops_where_it_can(monkeypatch):
+    calls = []
+    run = native.NativeSteps.run
+    monkeypatch.setattr(native.NativeSteps, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
+    neuron = LIF(8, SuperSpike(), trainable=["tau_mem"])
+    x = (torch.rand(30, 2, 20, generator=torch.Generator().manual_seed(0)) < 0.03).float()
+    w_in = (3 * torch.randn(8, 20)).requires_grad_()
+    w_rec = torch.randn(8, 8, requires_grad=True)
+    run_fused(neuron, Events.of(x), w_rec, in_weight=w_in).sum().backward()
+    chunks = math.ceil(30 / fused.chunk_steps(30))
+    assert len(calls) == 2 * chunks  # the forward pass and the recomputation, per chunk
+    calls.clear()
+    monkeypatch.setattr(fused, "NATIVE", False)
+    run_fused(neuron, Events.of(x), w_rec, in_weight=w_in).sum().backward()
+    assert calls == []
