@@ -312,6 +312,38 @@ def build_spikelight_autograd(setup: Setup) -> Bench:
     return spikelight_bench(setup, time_loop="autograd")
 
 
+def spikelight_has_c_loops() -> str | None:
+    from spikelight.neurons import fused
+
+    return None if hasattr(fused, "NATIVE") else "no C loops in this version"
+
+
+@register(
+    "spikelight (PyTorch loops)",
+    group="spikelight",
+    check=True,
+    available=spikelight_has_c_loops,
+    hide_unavailable=True,
+)
+def build_spikelight_pytorch_loops(setup: Setup) -> Bench:
+    """What runs without a C compiler (or with ``SPIKELIGHT_NATIVE=0``): the fused layer's
+    loops issued as PyTorch operations. The forward pass picks the loops; backward follows."""
+    from spikelight.neurons import fused
+
+    bench = spikelight_bench(setup)
+    forward = bench.forward
+
+    def forward_without_c_loops():
+        saved, fused.NATIVE = fused.NATIVE, False
+        try:
+            return forward()
+        finally:
+            fused.NATIVE = saved
+
+    bench.forward = forward_without_c_loops
+    return bench
+
+
 @register(
     "spikelight (compiled)",
     group="spikelight",

@@ -107,10 +107,9 @@ def test_scatter_rows_is_the_transposed_sparse_product(with_values):
 
 @needs_native
 @pytest.mark.parametrize("reverse", [False, True])
-def test_leaky_filter_equals_the_pytorch_loop(reverse, monkeypatch):
+def test_leaky_filter_equals_the_pytorch_loop(reverse):
     x = torch.randn(30, 3, 4, dtype=torch.float64)
     got = native.leaky_filter(x, 0.8, 0.3, reverse)
-    monkeypatch.setattr(fused, "NATIVE", False)
     torch.testing.assert_close(got, fused._filter(x, 0.8, 0.3, reverse), rtol=1e-13, atol=1e-14)
     expected = fused._filter(x.flip(0), 0.8, 0.3).flip(0) if reverse else None
     if expected is not None:
@@ -133,3 +132,20 @@ def test_fused_layer_runs_the_c_loops_where_it_can(monkeypatch):
     monkeypatch.setattr(fused, "NATIVE", False)
     run_fused(neuron, Events.of(x), w_rec, in_weight=w_in).sum().backward()
     assert calls == []
+
+
+@needs_native
+@pytest.mark.parametrize("with_values", [False, True])
+def test_gather_rows_is_the_sparse_product(with_values):
+    generator = torch.Generator().manual_seed(1)
+    rows, width, k, lo, count = 80, 13, 6, 7, 70  # 80 rows: split over the threads
+    dense = (torch.rand(rows, width, generator=generator) < 0.2).double()
+    if with_values:
+        dense = dense * torch.randn(rows, width, generator=generator, dtype=torch.float64)
+    index = dense.reshape(-1).nonzero().squeeze(1)
+    values = dense.reshape(-1)[index] if with_values else None
+    src = torch.randn(width, k, generator=generator, dtype=torch.float64)
+    got = native.gather_rows(index.to(torch.int32), values, width, lo, count, src)
+    torch.testing.assert_close(got, dense[lo : lo + count] @ src)
+    with pytest.raises(ValueError, match="int32"):
+        native.gather_rows(index, values, width, lo, count, src)

@@ -209,10 +209,18 @@ class Events:
         starts = torch.tensor(rows, dtype=self.index.dtype, device=self.index.device)
         return torch.searchsorted(self.index, starts * self.shape[2]).tolist()
 
-    def project(self, weight_t: torch.Tensor, r0: int, r1: int, lo: int, hi: int) -> torch.Tensor:
-        """Rows ``r0:r1`` of ``x @ weight_t`` (``weight_t [C, N]``); their events are ``lo:hi``."""
+    def project(self, weight_t, r0: int, r1: int, lo: int, hi: int, c_loop: bool | None = None):
+        """Rows ``r0:r1`` of ``x @ weight_t`` (``weight_t [C, N]``); their events are ``lo:hi``.
+
+        ``c_loop``: sum them in C (``native.gather_rows``); None: where it can.
+        """
+        values = None if self.values is None else self.values[lo:hi].to(weight_t.dtype)
+        if c_loop is None:
+            c_loop = NATIVE and native.supports(weight_t)
+        if c_loop and self.index.dtype == torch.int32:
+            index = self.index[lo:hi]
+            return native.gather_rows(index, values, self.shape[2], r0, r1 - r0, weight_t)
         index = self.index[lo:hi].long() - r0 * self.shape[2]
-        values = None if self.values is None else self.values[lo:hi]
         return _row_sums(index, values, self.shape[2], r1 - r0, weight_t)
 
 
@@ -339,6 +347,7 @@ class _FusedLayer(torch.autograd.Function):
         state = {"i": [], "v": [], "b": []}  # at the start of each chunk, where it varies
         coefficients = dict(a_syn=a_syn, a_mem=a_mem, v_leak=v_leak, threshold=threshold,
                             v_reset=v_reset, a_adapt=a_adapt)  # fmt: skip
+        c_loops = NATIVE and native.supports(like)  # backward follows this choice (ctx)
         kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
         if kernel is not None:  # the C loops advance the state in place: their own copies
             i, v, b = zeros.clone(), v.contiguous().clone(), zeros.clone()
@@ -352,7 +361,7 @@ class _FusedLayer(torch.autograd.Function):
             if d.adaptive:
                 state["b"].append(copy(b))
             if events is not None:
-                x = events.project(w_in_t, t0 * batch, t1 * batch, *ptr[c : c + 2])
+                x = events.project(w_in_t, t0 * batch, t1 * batch, *ptr[c : c + 2], c_loops)
                 x = x.view(t1 - t0, batch, size)
             else:
                 x = current[t0:t1]
@@ -383,7 +392,7 @@ class _FusedLayer(torch.autograd.Function):
                     spike_index.append(fired_t)
                     spike_ptr.append(spike_ptr[-1] + fired_t.numel())
         ctx.d, ctx.starts, ctx.chunk, ctx.ptr = d, starts, chunk, ptr
-        ctx.native = kernel is not None
+        ctx.native, ctx.c_loops = kernel is not None, c_loops
         ctx.event_shape = events.shape if events is not None else None
         ctx.leak, ctx.spike_ptr = leak is not None, spike_ptr if sparse else None
         # the spikes kept: flat positions over [T, B, N] (each step's plus the step's offset),
@@ -483,7 +492,8 @@ class _FusedLayer(torch.autograd.Function):
             k = t1 - t0
             # -- recompute the chunk's input, membrane and state from its start -------------
             if events is not None:
-                x = events.project(w_in_t, t0 * batch, t1 * batch, *ctx.ptr[c : c + 2])
+                x = events.project(w_in_t, t0 * batch, t1 * batch, *ctx.ptr[c : c + 2],
+                                   ctx.c_loops)  # fmt: skip
                 x = x.view(k, batch, size)
             else:
                 x = current[t0:t1]
@@ -766,12 +776,13 @@ def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return _SpikeProjection.apply(z, weight)
 
 
-def _filter(x, a_syn: float, a_mem: float, reverse: bool = False):
+def _filter(x, a_syn: float, a_mem: float, reverse: bool = False, c_loop: bool = False):
     """The leaky readout's two first-order stages over time (backwards: ``reverse``).
 
-    ``i = a_syn i + x_t`` and ``v = a_mem v + (1 - a_mem) i`` (one ``lerp``), written in place.
+    ``i = a_syn i + x_t`` and ``v = a_mem v + (1 - a_mem) i`` (one ``lerp``), written in place;
+    with ``c_loop``, by the C loop (``native.leaky_filter``).
     """
-    if NATIVE and native.supports(x):
+    if c_loop:
         return native.leaky_filter(x, a_syn, a_mem, reverse)
     i = v = x.new_zeros(x.shape[1:])
     out = torch.empty_like(x)
@@ -787,11 +798,12 @@ class _LeakyIntegrator(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, a_syn, a_mem):
         ctx.coefficients = (float(a_syn), float(a_mem))
-        return _filter(x, *ctx.coefficients)
+        ctx.c_loop = NATIVE and native.supports(x)  # the backward follows the forward's choice
+        return _filter(x, *ctx.coefficients, c_loop=ctx.c_loop)
 
     @staticmethod
     def backward(ctx, grad):
-        return _filter(grad, *ctx.coefficients, reverse=True), None, None
+        return _filter(grad, *ctx.coefficients, reverse=True, c_loop=ctx.c_loop), None, None
 
 
 @torch.compiler.disable  # a Python time loop: torch.compile would unroll it

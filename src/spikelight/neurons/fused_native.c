@@ -37,6 +37,17 @@ enum { RESET_SUBTRACT = 0, RESET_ZERO = 1, RESET_NONE = 2 };
 enum { SURROGATE_FAST_SIGMOID = 0, SURROGATE_LOGISTIC = 1, SURROGATE_ATAN = 2,
        SURROGATE_TRIANGLE = 3, SURROGATE_EXPONENTIAL = 4, SURROGATE_HEAVISIDE = 5 };
 
+/* The first e in [0, n) with index[e] >= value (index ascending), or n. */
+static int64_t first_at_least(const int32_t *index, int64_t n, int64_t value) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (index[mid] < value) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
 /* What stays fixed over a sequence: sizes, the shape of the dynamics, per-neuron coefficients. */
 typedef struct {
     int64_t batch, size;
@@ -285,25 +296,27 @@ typedef struct {
         return failed ? -1 : spikes;                                                            \
     }                                                                                           \
                                                                                                 \
-    int back_step_##SUF(const Layer *L, const Back *K) {                                        \
+    /* One backward step for the batch rows lo .. hi - 1; the coefficients' gradients are added \
+     * into sums (a_syn, a_mem, v_leak, threshold, v_reset, a_adapt; NULL: not needed). */      \
+    static int back_rows_##SUF(const Layer *L, const Back *K, int64_t lo, int64_t hi,           \
+                               double *const *sums) {                                           \
         const int64_t B = L->batch, N = L->size, plane = B * N;                                 \
         const int synapse = L->synapse, leaky = L->leaky, adaptive = L->adaptive;               \
         const int reset = L->reset, rectify = L->rectify, detach = L->detach_reset;             \
-        const int need_theta = K->sum_threshold != NULL || adaptive;                            \
+        const int need_theta = sums[3] != NULL || adaptive;                                     \
         const T *restrict a_syn = L->a_syn, *restrict a_mem = L->a_mem;                         \
         const T *restrict v_leak = L->v_leak, *restrict threshold = L->threshold;               \
         const T *restrict v_reset = L->v_reset, *restrict a_adapt = L->a_adapt;                 \
         const T adapt_jump = (T)L->adapt_jump, beta = (T)L->beta;                               \
-        double *restrict sum_a_syn = K->t > 0 ? K->sum_a_syn : NULL;                            \
-        double *restrict sum_a_mem = K->sum_a_mem, *restrict sum_v_leak = K->sum_v_leak;        \
-        double *restrict sum_threshold = K->sum_threshold, *restrict sum_v_reset = K->sum_v_reset; \
-        double *restrict sum_a_adapt = K->sum_a_adapt;                                          \
+        double *restrict sum_a_syn = sums[0], *restrict sum_a_mem = sums[1];                    \
+        double *restrict sum_v_leak = sums[2], *restrict sum_threshold = sums[3];               \
+        double *restrict sum_v_reset = sums[4], *restrict sum_a_adapt = sums[5];                \
         T *scratch = malloc(sizeof(T) * 5 * N);                                                 \
         if (!scratch) return -1;                                                                \
         T *restrict grad_z = scratch, *restrict grad_u = scratch + N;                           \
         T *restrict grad_theta = scratch + 2 * N, *restrict theta = scratch + 3 * N;            \
         T *restrict slope = scratch + 4 * N;                                                    \
-        for (int64_t row = 0; row < B; ++row) {                                                 \
+        for (int64_t row = lo; row < hi; ++row) {                                               \
             const int64_t now = K->s * plane + row * N, at = row * N;                           \
             const int64_t before = K->s * plane + at, after = (K->s + 1) * plane + at;          \
             const T *restrict u = (const T *)K->u + now, *restrict z = (const T *)K->z + now;   \
@@ -377,6 +390,39 @@ typedef struct {
         }                                                                                       \
         free(scratch);                                                                          \
         return 0;                                                                               \
+    }                                                                                           \
+                                                                                                \
+    /* One backward step (see Back), the batch rows split over the OpenMP threads, each adding  \
+     * the coefficients' gradients into its own sums first. -1: out of memory. */               \
+    int back_step_##SUF(const Layer *L, const Back *K) {                                        \
+        const int64_t B = L->batch, N = L->size;                                                \
+        double *given[6] = {K->t > 0 ? K->sum_a_syn : NULL, K->sum_a_mem, K->sum_v_leak,        \
+                            K->sum_threshold, K->sum_v_reset, K->sum_a_adapt};                  \
+        int any = 0;                                                                            \
+        for (int i = 0; i < 6; ++i) any |= given[i] != NULL;                                    \
+        int64_t parts = B < 8 ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;                \
+        double *partial = any && parts > 1 ? calloc(parts * 6 * N, sizeof(double)) : NULL;      \
+        if (any && !partial) parts = 1;                                                         \
+        int64_t team = 1;                                                                       \
+        int status[MAX_PARTS];                                                                  \
+        PARALLEL(parts)                                                                         \
+        {                                                                                       \
+            const int64_t p = THREAD, n = THREADS;                                              \
+            double *mine[6];                                                                    \
+            for (int i = 0; i < 6; ++i)                                                         \
+                mine[i] = given[i] && partial ? partial + (p * 6 + i) * N : given[i];           \
+            if (p == 0) team = n;                                                               \
+            status[p] = back_rows_##SUF(L, K, B * p / n, B * (p + 1) / n, mine);                \
+        }                                                                                       \
+        int failed = 0;                                                                         \
+        for (int64_t p = 0; p < team; ++p) {                                                    \
+            failed |= status[p] < 0;                                                            \
+            for (int i = 0; partial && i < 6; ++i)                                              \
+                if (given[i])                                                                   \
+                    for (int64_t n = 0; n < N; ++n) given[i][n] += partial[(p * 6 + i) * N + n]; \
+        }                                                                                       \
+        free(partial);                                                                          \
+        return failed ? -1 : 0;                                                                 \
     }                                                                                           \
                                                                                                 \
     /* The flat positions of the non-zero entries of x[lo .. hi - 1] into out; returns how many \
@@ -455,6 +501,35 @@ typedef struct {
                     for (int64_t k = lo; k < hi; ++k) a[k] += w * g[k];                         \
                 } else {                                                                        \
                     for (int64_t k = lo; k < hi; ++k) a[k] += g[k];                             \
+                }                                                                               \
+            }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+                                                                                                \
+    /* out[r] = sum of value_e * src[c] over the entries e in row row_lo + r of a sparse        \
+     * [.., width] matrix (ascending flat positions index = row * width + c, and values, or NULL \
+     * for ones), for r < rows: the product S src, src being [width, K] and out [rows, K].      \
+     * Each thread writes its own rows, finding their entries by bisection. */                  \
+    void gather_rows_##SUF(T *restrict out, const int32_t *restrict index,                      \
+                           const T *restrict values, int64_t n_entries, int64_t width,          \
+                           int64_t row_lo, int64_t rows, const T *restrict src, int64_t K) {    \
+        const int64_t parts = rows < 64 ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;      \
+        PARALLEL(parts)                                                                         \
+        {                                                                                       \
+            const int64_t r0 = rows * THREAD / THREADS, r1 = rows * (THREAD + 1) / THREADS;     \
+            int64_t e = first_at_least(index, n_entries, (row_lo + r0) * width);                \
+            for (int64_t r = r0; r < r1; ++r) {                                                 \
+                T *restrict o = out + r * K;                                                    \
+                const int64_t end = (row_lo + r + 1) * width;                                   \
+                for (int64_t k = 0; k < K; ++k) o[k] = 0;                                       \
+                for (; e < n_entries && index[e] < end; ++e) {                                  \
+                    const T *restrict w = src + (index[e] - (end - width)) * K;                 \
+                    if (values) {                                                               \
+                        const T v = values[e];                                                  \
+                        for (int64_t k = 0; k < K; ++k) o[k] += v * w[k];                       \
+                    } else {                                                                    \
+                        for (int64_t k = 0; k < K; ++k) o[k] += w[k];                           \
+                    }                                                                           \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \

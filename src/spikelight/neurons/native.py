@@ -146,6 +146,7 @@ def library() -> ctypes.CDLL | None:
             "back_step": ([ctypes.POINTER(Layer), ctypes.POINTER(Back)], status),
             "list_nonzero": ([_P, i64, _P, ctypes.POINTER(i32)], i64),
             "scatter_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], None),
+            "gather_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], None),
             "leaky_filter": ([_P, _P, i64, i64, real, real, i32], status),
         }
         for name, (argtypes, restype) in signatures.items():
@@ -183,6 +184,19 @@ def scatter_rows(acc, index, values, width: int, row_shift: int, row_lo: int, sr
         _ptr(acc), _ptr(index), _ptr(values), index.numel(), width, row_shift, row_lo,
         _ptr(src), src.shape[-1],
     )  # fmt: skip
+
+
+def gather_rows(index, values, width: int, row_lo: int, rows: int, src) -> torch.Tensor:
+    """Rows ``row_lo .. row_lo + rows - 1`` of ``S @ src`` for the sparse ``S [.., width]``
+    given by ascending int32 flat positions ``index`` (and ``values``, or None for ones)."""
+    if index.dtype != torch.int32:
+        raise ValueError(f"gather_rows takes int32 positions, got {index.dtype}")
+    out = src.new_empty(rows, src.shape[1])
+    _function("gather_rows", src.dtype)(
+        _ptr(out), _ptr(index), _ptr(values), index.numel(), width, row_lo, rows, _ptr(src),
+        src.shape[1],
+    )  # fmt: skip
+    return out
 
 
 def leaky_filter(x: torch.Tensor, a_syn: float, a_mem: float, reverse: bool) -> torch.Tensor:
