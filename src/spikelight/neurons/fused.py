@@ -15,6 +15,10 @@ gradient in one reverse sweep. What it keeps for that sweep:
   ``x_t = W_in s_t`` is summed from them a chunk at a time, forwards and again backwards, and
   ``W_in``'s gradient is a sum over the same events.
 
+On the CPU the per-step work (a chunk of forward steps, its recomputation, one backward step)
+and the sums over events run as C loops (``native.py``, ``fused_native.c``) where a C compiler
+is available; the PyTorch loops here compute the same and run everywhere else (``NATIVE``).
+
 The last hidden layer also projects its spikes onto the readout from the spike events and
 receives that projection's gradient a chunk at a time, so a training step holds no ``[T, B, N]``
 tensor besides the spikes it returns. The equations are those of the neuron classes' ``step``
