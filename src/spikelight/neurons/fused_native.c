@@ -54,7 +54,7 @@ typedef struct {
     int32_t reset, detach_reset, synapse, leaky, adaptive, rectify, surrogate, has_leak;
     double adapt_jump, beta;
     const void *a_syn, *a_mem, *v_leak, *threshold, *v_reset, *a_adapt; /* [size] or NULL */
-    const void *w_t; /* recurrent weights transposed [size, size] (row j: out of neuron j), or NULL */
+    const void *w_t; /* recurrent weights transposed [size, size] (row j: from neuron j), or NULL */
 } Layer;
 
 /* A run of forward steps: in the forward pass (decide = 1) or recomputed in backward (0). */
@@ -77,7 +77,7 @@ typedef struct {
     const void *outside; /* [steps, B, N] dL/dz from outside the layer, or NULL (zero) */
     const void *rec;    /* [B, N] dL/dz_t through the recurrence (dL/din_{t+1} W), or NULL */
     const void *u, *z;  /* [steps, B, N] */
-    const void *i_hist, *v_hist, *b_hist; /* [steps + 1, B, N]: the state before step 0, then after each */
+    const void *i_hist, *v_hist, *b_hist; /* [steps + 1, B, N]: state before step 0, after each */
     void *lam_v, *lam_i, *lam_b; /* [B, N] */
     void *grad_in;      /* [steps, B, N] out: dL/din_t */
     void *grad_z;       /* [steps, B, N] out: dL/dz_t before the surrogate, or NULL */
@@ -330,7 +330,8 @@ typedef struct {
             T *restrict grad_in = (T *)K->grad_in + now;                                        \
             /* dL/dz_t: from outside the layer, through the recurrence, through b_t */          \
             if (K->outside && K->rec) {                                                         \
-                const T *restrict o = (const T *)K->outside + now, *restrict r = (const T *)K->rec + at; \
+                const T *restrict o = (const T *)K->outside + now;                              \
+                const T *restrict r = (const T *)K->rec + at;                                   \
                 ROW grad_z[n] = o[n] + r[n];                                                    \
             } else if (K->outside) {                                                            \
                 memcpy(grad_z, (const T *)K->outside + now, sizeof(T) * N);                     \
@@ -477,33 +478,68 @@ typedef struct {
     /* acc[c] += value_e * src[r] for each entry e of a sparse [rows, width] matrix, given by   \
      * its ascending flat positions index = r * width + c (and values, or NULL for ones): S^T   \
      * src, the weight gradient of a product with S. Rows are shifted by row_shift, then taken  \
-     * relative to row_lo; src is [.., K] and acc [width, K]. Each thread takes a range of the  \
-     * K columns, so no two write the same entry. */                                            \
-    void scatter_rows_##SUF(T *restrict acc, const int32_t *restrict index,                     \
-                            const T *restrict values, int64_t n_entries, int64_t width,         \
-                            int64_t row_shift, int64_t row_lo, const T *restrict src,           \
-                            int64_t K) {                                                        \
-        const int64_t parts = K < 64 ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;         \
+     * relative to row_lo; src is [.., K] and acc [width, K]. The entries are first grouped by  \
+     * column (a counting sort), so that each row of acc is summed in cache and written once;   \
+     * the threads share out the columns. -1: out of memory. */                                 \
+    int scatter_rows_##SUF(T *restrict acc, const int32_t *restrict index,                      \
+                           const T *restrict values, int64_t n_entries, int64_t width,          \
+                           int64_t row_shift, int64_t row_lo, const T *restrict src,            \
+                           int64_t K) {                                                         \
+        int64_t *first = calloc(width + 1, sizeof(int64_t)); /* column c: first[c] .. */        \
+        int32_t *order = malloc(sizeof(int32_t) * (n_entries ? n_entries : 1));                 \
+        int32_t *rows = malloc(sizeof(int32_t) * (n_entries ? n_entries : 1));                  \
+        if (!first || !order || !rows) {                                                        \
+            free(first);                                                                        \
+            free(order);                                                                        \
+            free(rows);                                                                         \
+            return -1;                                                                          \
+        }                                                                                       \
+        int64_t row = 0, start = 0; /* the entry's row and that row's first position */         \
+        for (int64_t e = 0; e < n_entries; ++e) {                                               \
+            const int64_t at = index[e];                                                        \
+            if (at < start || at >= start + width) { /* a new row (division is slow) */         \
+                row = at / width;                                                               \
+                start = row * width;                                                            \
+            }                                                                                   \
+            rows[e] = (int32_t)(row + row_shift - row_lo);                                      \
+            ++first[at - start + 1];                                                            \
+        }                                                                                       \
+        for (int64_t c = 0; c < width; ++c) first[c + 1] += first[c];                           \
+        int64_t *fill = malloc(sizeof(int64_t) * (width ? width : 1));                          \
+        if (!fill) {                                                                            \
+            free(first);                                                                        \
+            free(order);                                                                        \
+            free(rows);                                                                         \
+            return -1;                                                                          \
+        }                                                                                       \
+        memcpy(fill, first, sizeof(int64_t) * width);                                           \
+        for (int64_t e = 0; e < n_entries; ++e) { /* the column, without a division */          \
+            const int64_t c = index[e] - (rows[e] - row_shift + row_lo) * width;                \
+            order[fill[c]++] = (int32_t)e;                                                      \
+        }                                                                                       \
+        free(fill);                                                                             \
+        const int64_t parts = width < 16 ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;     \
         PARALLEL(parts)                                                                         \
         {                                                                                       \
-            const int64_t lo = K * THREAD / THREADS, hi = K * (THREAD + 1) / THREADS;           \
-            int64_t row = 0, start = 0; /* the entry's row and that row's first position */     \
-            for (int64_t e = 0; e < n_entries; ++e) {                                           \
-                const int64_t at = index[e];                                                    \
-                if (at < start || at >= start + width) { /* a new row (division is slow) */     \
-                    row = at / width;                                                           \
-                    start = row * width;                                                        \
-                }                                                                               \
-                const T *restrict g = src + (row + row_shift - row_lo) * K;                     \
-                T *restrict a = acc + (at - start) * K;                                         \
-                const T w = values ? values[e] : (T)1;                                          \
-                if (values) {                                                                   \
-                    for (int64_t k = lo; k < hi; ++k) a[k] += w * g[k];                         \
-                } else {                                                                        \
-                    for (int64_t k = lo; k < hi; ++k) a[k] += g[k];                             \
+            const int64_t c0 = width * THREAD / THREADS, c1 = width * (THREAD + 1) / THREADS;   \
+            for (int64_t c = c0; c < c1; ++c) {                                                 \
+                T *restrict a = acc + c * K;                                                    \
+                for (int64_t f = first[c]; f < first[c + 1]; ++f) {                             \
+                    const int64_t e = order[f];                                                 \
+                    const T *restrict g = src + (int64_t)rows[e] * K;                           \
+                    if (values) {                                                               \
+                        const T w = values[e];                                                  \
+                        for (int64_t k = 0; k < K; ++k) a[k] += w * g[k];                       \
+                    } else {                                                                    \
+                        for (int64_t k = 0; k < K; ++k) a[k] += g[k];                           \
+                    }                                                                           \
                 }                                                                               \
             }                                                                                   \
         }                                                                                       \
+        free(first);                                                                            \
+        free(order);                                                                            \
+        free(rows);                                                                             \
+        return 0;                                                                               \
     }                                                                                           \
                                                                                                 \
     /* out[r] = sum of value_e * src[c] over the entries e in row row_lo + r of a sparse        \

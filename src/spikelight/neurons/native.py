@@ -145,7 +145,7 @@ def library() -> ctypes.CDLL | None:
             "run_chunk": ([ctypes.POINTER(Layer), ctypes.POINTER(Chunk)], i64),
             "back_step": ([ctypes.POINTER(Layer), ctypes.POINTER(Back)], status),
             "list_nonzero": ([_P, i64, _P, ctypes.POINTER(i32)], i64),
-            "scatter_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], None),
+            "scatter_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], status),
             "gather_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], None),
             "leaky_filter": ([_P, _P, i64, i64, real, real, i32], status),
         }
@@ -180,10 +180,12 @@ def scatter_rows(acc, index, values, width: int, row_shift: int, row_lo: int, sr
     ``index`` (row ``r = index // width + row_shift``, column ``c = index % width``)."""
     if index.dtype != torch.int32:
         raise ValueError(f"scatter_rows takes int32 positions, got {index.dtype}")
-    _function("scatter_rows", acc.dtype)(
+    status = _function("scatter_rows", acc.dtype)(
         _ptr(acc), _ptr(index), _ptr(values), index.numel(), width, row_shift, row_lo,
         _ptr(src), src.shape[-1],
     )  # fmt: skip
+    if status != 0:
+        raise MemoryError("native scatter_rows: out of memory")
 
 
 def gather_rows(index, values, width: int, row_lo: int, rows: int, src) -> torch.Tensor:
