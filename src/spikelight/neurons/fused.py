@@ -353,12 +353,13 @@ class _FusedLayer(torch.autograd.Function):
                             v_reset=v_reset, a_adapt=a_adapt)  # fmt: skip
         c_loops = NATIVE and native.supports(like)  # backward follows this choice (ctx)
         kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
-        if kernel is not None:  # the C loops advance the state in place: their own copies
+        copy = _same  # the chunk-start states kept: the C loops advance theirs in place
+        if kernel is not None:
             i, v, b = zeros.clone(), v.contiguous().clone(), zeros.clone()
             current = current.contiguous() if current is not None else None
+            copy = torch.clone
         for c, t0 in enumerate(starts):
             t1 = min(t0 + chunk, steps)
-            copy = torch.clone if kernel is not None else _same
             state["v"].append(copy(v.expand(batch, size)))
             if d.synapse:
                 state["i"].append(copy(i))
