@@ -237,13 +237,10 @@ def _same(t):
 
 
 def _native_steps(d: Dynamics, like, shape, coefficients: dict, w_t, leak, beta):
-    """The C loops for this layer, or None: they run float32/float64 on the CPU, for the
-    surrogates they know, with flat spike positions in int32."""
-    if not NATIVE or like.device.type != "cpu" or like.dtype not in (torch.float32, torch.float64):
-        return None
+    """The C loops for this layer (``like`` is one ``native.supports``), or None: they know the
+    surrogates they have a formula for, and need the spike positions over ``[T, B, N]`` to fit
+    in int32."""
     if math.prod(shape) >= 2**31 or native.surrogate_kind(d.surrogate) is None:
-        return None  # (the spike positions over [T, B, N] must fit in int32)
-    if native.library() is None:
         return None
     _, batch, size = shape
     return native.NativeSteps(d, batch, size, like.dtype, coefficients, w_t,
@@ -352,7 +349,9 @@ class _FusedLayer(torch.autograd.Function):
         coefficients = dict(a_syn=a_syn, a_mem=a_mem, v_leak=v_leak, threshold=threshold,
                             v_reset=v_reset, a_adapt=a_adapt)  # fmt: skip
         c_loops = NATIVE and native.supports(like)  # backward follows this choice (ctx)
-        kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
+        kernel = None
+        if c_loops:
+            kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
         copy = _same  # the chunk-start states kept: the C loops advance theirs in place
         if kernel is not None:
             i, v, b = zeros.clone(), v.contiguous().clone(), zeros.clone()
