@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from spikelight.network import SpikingNetwork
 from spikelight.neurons import LIF
 from spikelight.surrogates import SuperSpike
+from spikelight.weight_init import ScaledNormal
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONDITIONS = {"weights only": ["weights"], "weights + tau_mem": ["weights", "tau_mem"]}
@@ -54,7 +55,7 @@ def train(x, target, trainable, seed: int, steps: int, lr: float, tau_mem: float
         surrogate=SuperSpike(10.0),
         trainable=trainable,
         decoding="spike_count",  # a spiking LIF output layer; scores = its spike counts
-        weight_scale=7.0,
+        weight_init=ScaledNormal(7.0),
     )
     optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr)
     losses = []

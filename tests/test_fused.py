@@ -13,6 +13,7 @@ from spikelight.network import SpikingNetwork
 from spikelight.neurons import ALIF, IF, LIF, fused, native
 from spikelight.neurons.fused import Events, chunk_steps, leaky_integrate, project, run_fused
 from spikelight.surrogates import ATan, Exponential, Logistic, SuperSpike, Triangle
+from spikelight.weight_init import ScaledNormal
 
 NEURONS = {
     "if": (IF, {}, ("threshold", "v_reset")),
@@ -59,6 +60,7 @@ def twin_networks(
                 recurrent=recurrent,
                 decoding=decoding,
                 time_loop=time_loop,
+                weight_init=ScaledNormal(7.0),  # the operating point these cases were built at
                 **extra,
             )
         )

@@ -19,6 +19,7 @@ from spikelight.neurons import LIF, AdLIF
 from spikelight.surrogates import Heaviside, Logistic, SuperSpike
 from spikelight.train import train
 from spikelight.validation import ConfigError, validate_config
+from spikelight.weight_init import ScaledNormal
 from tests.conftest import REPO_ROOT, compose_config
 from tests.data_fixtures import MNIST_FILES, make_idx_files, make_shd_files, md5_of
 
@@ -209,7 +210,7 @@ def small_network(surrogate, decoding="max_membrane", trainable=("weights",)):
         surrogate=surrogate,
         trainable=trainable,
         decoding=decoding,
-        weight_scale=10.0,
+        weight_init=ScaledNormal(10.0),
     )
 
 

@@ -47,7 +47,8 @@ def test_parallel_list_sweep_runs_every_job_and_reports_the_diverged_ones(tmp_pa
         "hydra/launcher=parallel",
         *QUICK,
         "trainable=[weights],[weights,tau_mem,tau_syn]",
-        "model.network.weight_scale=7,1e38",
+        "weight_init=scaled",
+        "weight_init.scale=7,1e38",
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 1  # the sweep's status shows the failures
@@ -74,20 +75,20 @@ def test_parallel_list_sweep_runs_every_job_and_reports_the_diverged_ones(tmp_pa
 
 
 def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp_path):
-    """Four trials; the search space also draws weight_scale 7 or 1e38 (a sure divergence)."""
+    """Four trials; the search space also draws weight_init.scale 7 or 1e38 (a sure divergence)."""
     sweep = tmp_path / "sweep"
     result = run_train_cli(
         "hparams_search=optuna",
         *QUICK,
         "hydra.sweeper.n_trials=4",
-        '+hydra.sweeper.params={model.network.weight_scale:"choice(7.0,1e38)"}',
+        "weight_init=scaled",
+        '+hydra.sweeper.params={weight_init.scale:"choice(7.0,1e38)"}',
         f"hydra.sweep.dir={sweep}",
     )
     trials = [outcome(sweep / str(n)) for n in range(4)]
     assert not (sweep / "4").exists()
     scales = [
-        float(summarize_sweep.parse_overrides(t["overrides"])["model.network.weight_scale"])
-        for t in trials
+        float(summarize_sweep.parse_overrides(t["overrides"])["weight_init.scale"]) for t in trials
     ]
     for trial, scale in zip(trials, scales, strict=True):
         assert trial["status"] == ("ok" if scale == 7.0 else "failed")
@@ -107,7 +108,7 @@ def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp
         "surrogate.beta",
         "neuron.tau_mem",
         "neuron.tau_syn",
-        "model.network.weight_scale",
+        "weight_init.scale",
     }
     for name, value in results["best_params"].items():
         assert float(best[name]) == pytest.approx(value)

@@ -11,6 +11,7 @@ from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
 from spikelight.neurons import ALIF, LIF
 from spikelight.surrogates import SuperSpike
+from spikelight.weight_init import ScaledNormal
 
 NEURON_PARAMS = ["tau_mem", "tau_syn", "threshold", "v_leak", "v_reset"]
 ALL = ["weights", "readout", *NEURON_PARAMS]
@@ -30,7 +31,7 @@ def network(trainable, neuron=LIF, **neuron_kwargs):
         trainable=trainable,
         tau_init=Homogeneous(),
         recurrent=True,
-        weight_scale=5.0,
+        weight_init=ScaledNormal(5.0),
     )
 
 

@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from spikelight.images import line_plot, spike_raster
+from spikelight.module import layer_activity
 from spikelight.network import SpikingNetwork, selected_names
 from spikelight.neurons.base import Neuron
 
@@ -258,3 +259,75 @@ class HParamsSummary(L.Callback):
                     writer.add_summary(summary)
                 writer.flush()
                 return
+
+
+class ActivityCheck(L.Callback):
+    """Warn once, at the first validation, about each saturated or silent spiking layer.
+
+    A layer firing above ``max_rate`` spikes per neuron per second, or with more than
+    ``max_silent`` of its neurons silent, rarely trains: the surrogate gradient vanishes or every
+    neuron says the same. The warning names the layer, its rate and the config keys that fix it;
+    it goes to the log and to the dashboard as text (``warnings/activity``). The first
+    validation is the sanity check where the trainer runs one (before any training step); the
+    check runs the network once on its first batch.
+    """
+
+    def __init__(self, max_rate: float = 200.0, max_silent: float = 0.9) -> None:
+        if not max_rate > 0:
+            raise ValueError(f"callbacks.activity_check.max_rate must be > 0, got {max_rate!r}")
+        if not 0 < max_silent <= 1:
+            raise ValueError(
+                f"callbacks.activity_check.max_silent must be in (0, 1], got {max_silent!r}"
+            )
+        self.max_rate = float(max_rate)
+        self.max_silent = float(max_silent)
+        self.warnings: list[str] = []
+        self._checked = False
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self._checked:
+            return
+        self._checked = True
+        with torch.no_grad():
+            out = pl_module.run_network(batch[0])
+        self.warnings = []
+        for layer, spikes in out.spikes.items():
+            rate, silent = layer_activity(spikes, pl_module.network.dt)
+            message = self._verdict(pl_module, layer, float(rate), float(silent))
+            if message is not None:
+                self.warnings.append(message)
+        writer = tensorboard_writer(trainer) if trainer.is_global_zero else None
+        for message in self.warnings:
+            rank_zero_only(log.warning)(message)
+            if writer is not None:
+                writer.add_text("warnings/activity", message, trainer.global_step)
+
+    def _verdict(self, pl_module, layer: str, rate: float, silent: float) -> str | None:
+        scaled = not hasattr(pl_module.network.weight_init, "xi")
+        if rate > self.max_rate:
+            state, fix = (
+                "saturated",
+                (
+                    "lower weight_init.scale"
+                    if scaled
+                    else "raise weight_init.xi or lower weight_init.mu_u"
+                )
+                + ", or raise neuron.threshold",
+            )
+        elif silent > self.max_silent:
+            state, fix = (
+                "silent",
+                (
+                    "raise weight_init.scale"
+                    if scaled
+                    else "lower weight_init.xi or raise weight_init.mu_u"
+                )
+                + ", or lower neuron.threshold",
+            )
+        else:
+            return None
+        return (
+            f"layer {layer} is {state} at the first validation: {rate:.1f} spikes/s per neuron, "
+            f"{silent:.0%} of its neurons silent (limits: {self.max_rate:g} spikes/s, "
+            f"{self.max_silent:.0%} silent). It will hardly learn: {fix}."
+        )

@@ -49,8 +49,9 @@ class FiniteLossGuard(L.Callback):
         raise NonFiniteLossError(
             f"{what} at global step {trainer.global_step} (epoch {trainer.current_epoch}); "
             f"training stopped before updating the weights. Last checkpoint: {last}. "
-            "Try a smaller model.optimizer.lr (or model.neuron_lr), a smaller "
-            "model.network.weight_scale, or a flatter surrogate (smaller surrogate.beta)."
+            "Try a smaller model.optimizer.lr (or model.neuron_lr), a larger weight_init.xi "
+            "(weight_init=scaled: a smaller weight_init.scale), or a flatter surrogate "
+            "(smaller surrogate.beta)."
         )
 
 

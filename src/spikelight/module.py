@@ -8,6 +8,7 @@ parameters can have their own learning rate and each group shows up in the LR mo
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,8 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikelight.network import NetworkOutput, SpikingNetwork
+
+log = logging.getLogger(__name__)
 
 
 def rate_regularizer(
@@ -37,6 +40,15 @@ def rate_regularizer(
             counts = z.sum(0).mean(0)
             loss = loss + l2 * F.relu(counts - l2_bound).pow(2).mean()
     return loss
+
+
+def layer_activity(spikes: torch.Tensor, dt: float) -> tuple[float, float]:
+    """``(rate, silent)`` of one layer's spikes ``[T, B, N]``: spikes per neuron per second,
+    and the fraction of its neurons with no spike in the batch."""
+    z = spikes.detach().float()
+    rate = z.mean() / dt
+    silent = (z.sum(dim=(0, 1)) == 0).float().mean()
+    return rate, silent
 
 
 class SpikingClassifier(L.LightningModule):
@@ -96,9 +108,7 @@ class SpikingClassifier(L.LightningModule):
             loss = loss + rate_regularizer(out.spikes, **self.reg)
         # per layer: spikes per neuron per second, and the fraction of neurons silent in the batch
         for layer, z in out.spikes.items():
-            z = z.detach().float()
-            rate = z.mean() / self.network.dt
-            silent = (z.sum(dim=(0, 1)) == 0).float().mean()
+            rate, silent = layer_activity(z, self.network.dt)
             self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
             self.log(f"{stage}/silent/{layer}", silent, on_step=False, on_epoch=True)
         return loss, out.logits, y
@@ -122,6 +132,20 @@ class SpikingClassifier(L.LightningModule):
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_fit_start(self):
+        """A fresh run lets the weight initialisation measure one training batch first."""
+        if self.trainer.ckpt_path is not None:
+            return  # resumed: the checkpoint's weights stand
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "sample_batch"):
+            log.warning("weight_init: no SpikeDataModule to measure; weights stay as drawn")
+            return
+        x = datamodule.sample_batch().to(self.device)
+        self.network.calibrate(x.transpose(0, 1))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for p in self.network.parameters():  # every rank starts from rank 0's weights
+                torch.distributed.broadcast(p.data, src=0)
 
     def on_train_start(self):
         self.val_acc_best.reset()  # forget the sanity check's value ...

@@ -22,6 +22,7 @@ from torch import nn
 from spikelight.neurons.base import Neuron
 from spikelight.neurons.fused import Events, leaky_integrate, project, project_spikes, run_fused
 from spikelight.surrogates import Surrogate
+from spikelight.weight_init import FluctuationDriven, ScaledNormal
 
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
 TIME_LOOPS = ("fused", "autograd")
@@ -53,6 +54,7 @@ class LeakyReadout(nn.Module):
             if not (math.isfinite(tau) and tau > dt):
                 raise ValueError(f"model.readout_{name}={tau!r} must be finite and > dt={dt!r}")
         self.size = size
+        self.dt = dt
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
         self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
 
@@ -76,14 +78,11 @@ class SpikingLayer(nn.Module):
     ``fused=False``, a plain per-step loop that autograd differentiates (the reference).
     """
 
-    def __init__(self, in_features: int, neuron: Neuron, recurrent: bool, weight_scale: float):
+    def __init__(self, in_features: int, neuron: Neuron, recurrent: bool):
         super().__init__()
         self.neuron = neuron
         self.fc = nn.Linear(in_features, neuron.size, bias=False)
         self.rec = nn.Linear(neuron.size, neuron.size, bias=False) if recurrent else None
-        for linear in (self.fc, self.rec):
-            if linear is not None:
-                nn.init.normal_(linear.weight, std=weight_scale / math.sqrt(linear.in_features))
 
     def forward(
         self,
@@ -148,6 +147,8 @@ class SpikingNetwork(nn.Module):
     ``time_loop="fused"`` runs each layer's time loop in one autograd Function with a
     hand-written backward, and projects sparse input event by event (fast, lean);
     ``"autograd"`` is the plain per-step loop it is tested against.
+    ``weight_init`` draws the weights (:mod:`spikelight.weight_init`; default: fluctuation-driven
+    with the assumed input rate); :meth:`calibrate` lets it measure a batch before training.
     """
 
     def __init__(
@@ -163,7 +164,7 @@ class SpikingNetwork(nn.Module):
         decoding: str = "max_membrane",
         readout_tau_mem: float = 10e-3,
         readout_tau_syn: float = 5e-3,
-        weight_scale: float = 7.0,
+        weight_init: FluctuationDriven | ScaledNormal | None = None,
         time_loop: str = "fused",
     ) -> None:
         super().__init__()
@@ -181,8 +182,6 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"model.decoding must be one of {DECODINGS}, got {decoding!r}")
         if time_loop not in TIME_LOOPS:
             raise ValueError(f"model.time_loop must be one of {TIME_LOOPS}, got {time_loop!r}")
-        if not (math.isfinite(weight_scale) and weight_scale > 0):
-            raise ValueError(f"model.weight_scale must be > 0, got {weight_scale!r}")
         trainable = selected_names(trainable)
         if not trainable:
             raise ValueError("trainable selects nothing: choose e.g. trainable=[weights]")
@@ -200,15 +199,16 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList()
         sizes = [num_inputs, *hidden]
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent, weight_scale))
+            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent))
         self.dt = self.layers[0].neuron.dt
 
         self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=False)
-        nn.init.normal_(self.readout_fc.weight, std=weight_scale / math.sqrt(hidden[-1]))
         if decoding in ("spike_count", "spike_rate"):
             self.readout = make_neuron(num_classes)
         else:
             self.readout = LeakyReadout(num_classes, self.dt, readout_tau_mem, readout_tau_syn)
+        self.weight_init = FluctuationDriven() if weight_init is None else weight_init
+        self.weight_init.initialize(self)
 
         train_all = "weights" in trainable
         for name, p in self.named_parameters():
@@ -216,6 +216,10 @@ class SpikingNetwork(nn.Module):
                 p.requires_grad_(
                     train_all or ("readout" in trainable and name == "readout_fc.weight")
                 )
+
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Let the weight initialisation measure one batch ``x [T, B, C]`` (before training)."""
+        self.weight_init.calibrate(self, x)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters grouped by kind: ``weights``, each neuron parameter, ``beta``."""

@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -122,6 +123,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_optimizer(check)
     _check_data(check)
     _check_init(check)
+    _check_weight_init(check)
     _check_surrogate_switches(check)
     _check_adaptation(check)
     if check.problems:
@@ -274,7 +276,6 @@ def _check_network(check: _Checker) -> None:
     check.choice("model.network.decoding", DECODINGS)
     check.boolean("model.network.recurrent")
     check.choice("model.network.time_loop", TIME_LOOPS)
-    check.positive("model.network.weight_scale")
     if decoding in MEMBRANE_DECODINGS:
         dt = check.get("neuron.dt")
         for name in ("readout_tau_mem", "readout_tau_syn"):
@@ -326,6 +327,21 @@ def _check_init(check: _Checker) -> None:
     spread = check.get("init.spread")
     if spread is not _ABSENT and not (_is_number(spread) and 0 < spread < 1):
         check.fail("init.spread", spread, "a number in (0, 1)")
+
+
+def _check_weight_init(check: _Checker) -> None:
+    """The weight initialisation's own checks (its constructor owns them), and its rate."""
+    if check.get("weight_init") is _ABSENT:
+        return
+    try:
+        weight_init = hydra.utils.instantiate(check.cfg.weight_init)
+        dt = check.get("neuron.dt")
+        if hasattr(weight_init, "spike_probability") and _is_number(dt) and dt > 0:
+            weight_init.spike_probability(dt)
+    except ValueError as err:
+        check.problems.append(str(err))
+    except InstantiationException as err:
+        check.problems.append(str(err.__cause__ or err))
 
 
 def _check_surrogate_switches(check: _Checker) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 
 def check_positive_int(name: str, value: int) -> int:
@@ -68,14 +68,31 @@ class SpikeDataModule(L.LightningDataModule):
         """Return (train, val, test) datasets. Called once, lazily, by :meth:`setup`."""
         raise NotImplementedError
 
-    def encode(self, x: torch.Tensor, train: bool) -> torch.Tensor:
-        """Turn a collated batch input into ``[B, T, C]`` floats. Identity by default."""
+    def encode(
+        self, x: torch.Tensor, train: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Turn a collated batch input into ``[B, T, C]`` floats. Identity by default.
+
+        Stochastic encodings draw from ``generator``, or (None) from the module's own seeded,
+        resumable stream for the phase.
+        """
         return x
 
     # -- shared machinery ---------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:
             self.train_set, self.val_set, self.test_set = self.make_splits()
+
+    def sample_batch(self, size: int | None = None) -> torch.Tensor:
+        """The first ``size`` (default: ``batch_size``) training samples, encoded ``[B, T, C]``.
+
+        For initialisations that measure the data before training: the same samples on every
+        DDP rank, and drawn from no stream that training uses, so resumed runs are unaffected.
+        """
+        self.setup()
+        count = min(size or self.batch_size, len(self.train_set))
+        x, _ = (self.collate_fn or default_collate)([self.train_set[i] for i in range(count)])
+        return self.encode(x, train=False, generator=torch.Generator().manual_seed(self.seed))
 
     @property
     def per_device_batch_size(self) -> int:

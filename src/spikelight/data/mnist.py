@@ -281,7 +281,7 @@ class MNISTDataModule(SpikeDataModule):
         """Restart all random streams, e.g. to reproduce a run's spikes from the beginning."""
         self._generators.clear()
 
-    def encode(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
         images = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        generator = self.encoding_generator(images.device, train)
+        generator = generator or self.encoding_generator(images.device, train)
         return self.encoding(images, self.num_steps, generator=generator)

@@ -139,5 +139,5 @@ class RandmanDataModule(SpikeDataModule):
         train = Subset(dataset, index[n_test + n_val :].tolist())
         return train, val, test
 
-    def encode(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+    def encode(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
         return spike_raster(x, self.num_inputs, self.num_steps)

@@ -435,7 +435,7 @@ class SHDDataModule(SpikeDataModule):
             BinnedEventDataset(test),
         )
 
-    def encode(self, x, train: bool) -> torch.Tensor:
+    def encode(self, x, train: bool, generator=None) -> torch.Tensor:
         if isinstance(x, torch.Tensor):  # already dense
             return x
         return densify(x, self.num_steps, self.num_inputs)

@@ -32,6 +32,7 @@ class AdLIF(Neuron):
     """
 
     state_names = ("u", "w", "z")
+    membrane = "u"
 
     def __init__(
         self,

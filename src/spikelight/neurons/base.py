@@ -37,6 +37,8 @@ class Neuron(nn.Module):
 
     #: names of the state tensors, in the order ``step`` takes and returns them
     state_names: tuple[str, ...] = ()
+    #: the state that holds the membrane potential (what the threshold is compared with)
+    membrane: str = "v"
 
     def __init__(
         self,
