@@ -185,3 +185,31 @@ def test_bad_targets_name_the_key(kwargs, key):
 def test_a_rate_of_a_spike_per_step_is_refused():
     with pytest.raises(ValueError, match=r"weight_init\.rate=1000 Hz"):
         network(weight_init=FluctuationDriven(rate=1000.0), hidden=5)
+
+
+def test_relative_lr_stores_unit_rows_and_steps_relative_to_the_scale():
+    torch.manual_seed(7)
+    nets = {
+        relative: network(
+            neuron=AdLIF, weight_init=FluctuationDriven(relative_lr=relative), hidden=20
+        )
+        for relative in (True, False)
+    }
+    rel, plain = nets[True].layers[0].fc, nets[False].layers[0].fc
+    stored = rel.parametrizations.weight.original
+    torch.testing.assert_close(stored.pow(2).mean(1), torch.ones(20))  # unit RMS rows
+    scale = rel.weight.detach().pow(2).mean(1).sqrt()
+    assert scale.min() > 2.0  # adLIF's weights are large: a plain lr would be a small step
+    # one Adam step on the same gradient moves the effective weights by about lr * scale
+    for linear in (rel, plain):
+        params = [p for p in linear.parameters()]
+        before = linear.weight.detach().clone()
+        opt = torch.optim.Adam(params, lr=1e-3)
+        linear.weight.sum().backward()
+        opt.step()
+        step = (linear.weight.detach() - before).abs().mean(1)
+        expected = 1e-3 * scale if linear is rel else torch.full((20,), 1e-3)
+        torch.testing.assert_close(step, expected, rtol=1e-3, atol=0)
+    names = {n for n, p in nets[True].named_parameters()}
+    assert set(nets[True].parameter_groups()) == {"weights"}
+    assert "layers.0.fc.parametrizations.weight.original" in names

@@ -144,8 +144,8 @@ class SpikingClassifier(L.LightningModule):
         x = datamodule.sample_batch().to(self.device)
         self.network.calibrate(x.transpose(0, 1))
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for p in self.network.parameters():  # every rank starts from rank 0's weights
-                torch.distributed.broadcast(p.data, src=0)
+            for t in self.network.state_dict().values():  # every rank starts from rank 0's
+                torch.distributed.broadcast(t, src=0)
 
     def on_train_start(self):
         self.val_acc_best.reset()  # forget the sanity check's value ...

@@ -212,10 +212,8 @@ class SpikingNetwork(nn.Module):
 
         train_all = "weights" in trainable
         for name, p in self.named_parameters():
-            if name.endswith("weight"):
-                p.requires_grad_(
-                    train_all or ("readout" in trainable and name == "readout_fc.weight")
-                )
+            if _is_weight(name):
+                p.requires_grad_(train_all or ("readout" in trainable and _is_readout(name)))
 
     def calibrate(self, x: torch.Tensor) -> None:
         """Let the weight initialisation measure one batch ``x [T, B, C]`` (before training)."""
@@ -230,7 +228,7 @@ class SpikingNetwork(nn.Module):
                 continue
             seen.add(id(p))
             leaf = name.rsplit(".", 1)[-1]
-            if leaf == "weight":
+            if _is_weight(name):
                 kind = "weights"
             elif leaf == "log_beta":
                 kind = "surrogate_beta"
@@ -255,6 +253,15 @@ class SpikingNetwork(nn.Module):
         else:
             readout = self.readout(current, self.fused)
         return NetworkOutput(logits=decode(readout, self.decoding), readout=readout, spikes=spikes)
+
+
+def _is_weight(name: str) -> bool:
+    """A synaptic weight, stored plainly or in units of its scale (``weight_init.RowScale``)."""
+    return name.endswith(("weight", "weight.original"))
+
+
+def _is_readout(name: str) -> bool:
+    return name.startswith("readout_fc.")
 
 
 def decode(readout: torch.Tensor, decoding: str) -> torch.Tensor:

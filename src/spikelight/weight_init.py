@@ -40,6 +40,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from spikelight.neurons.base import Neuron
 
@@ -59,6 +60,41 @@ def _number(key: str, value, lo=-math.inf, hi=math.inf, open_lo=True, open_hi=Tr
             f"weight_init.{key}={value!r}: expected a number in {left}{lo}, {hi}{right}"
         )
     return float(value)
+
+
+class RowScale(nn.Module):
+    """Parametrization ``weight = scale * unit`` with a fixed per-row ``scale`` (a buffer).
+
+    Adam moves every stored coordinate by about ``lr`` per step, so storing each row in units of
+    its initial scale makes ``lr`` the same *relative* step for every projection, whatever the
+    neuron, kernel or fan-in made that scale (a trust ratio fixed at initialisation, as LAMB's
+    is per step). ``linear.weight`` still reads the effective weights.
+    """
+
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale.detach().reshape(-1, 1).clone())
+
+    def forward(self, unit: torch.Tensor) -> torch.Tensor:
+        return unit * self.scale
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight / self.scale
+
+
+@torch.no_grad()
+def set_weight(linear: nn.Linear, weight: torch.Tensor, relative: bool = False) -> None:
+    """Write ``weight`` into ``linear``; with ``relative``, stored in units of its row RMS."""
+    if not relative:
+        linear.weight.copy_(weight)
+        return
+    scale = weight.pow(2).mean(1).sqrt().clamp_min(1e-30)
+    if parametrize.is_parametrized(linear, "weight"):
+        linear.parametrizations.weight[0].scale.copy_(scale[:, None])
+        linear.parametrizations.weight.original.copy_(weight / scale[:, None])
+    else:
+        linear.weight.copy_(weight)
+        parametrize.register_parametrization(linear, "weight", RowScale(scale))
 
 
 def spiking_targets(network) -> list[tuple[nn.Module, list[tuple[str, nn.Linear]]]]:
@@ -130,6 +166,8 @@ class FluctuationDriven:
     ``rate``: presynaptic firing rate (Hz) assumed where it is not measured.
     ``num_steps``: the sample length ``T`` (the kernel sums run over it).
     ``calibrate``: ``rates`` | ``membrane`` | ``none``; see the module docstring.
+    ``relative_lr``: store each weight row in units of its initial RMS (:class:`RowScale`), so
+    the optimiser's learning rate is relative to each projection's scale.
     """
 
     def __init__(
@@ -140,6 +178,7 @@ class FluctuationDriven:
         rate: float = 10.0,
         num_steps: int = 100,
         calibrate: str = "rates",
+        relative_lr: bool = True,
     ) -> None:
         self.mu_u = _number("mu_u", mu_u, hi=1.0)
         self.xi = _number("xi", xi, lo=0.0)
@@ -153,11 +192,15 @@ class FluctuationDriven:
                 f"weight_init.calibrate must be one of {list(CALIBRATIONS)}, got {calibrate!r}"
             )
         self.calibrate_mode = calibrate
+        if not isinstance(relative_lr, bool):
+            raise ValueError(f"weight_init.relative_lr must be true or false, got {relative_lr!r}")
+        self.relative_lr = relative_lr
 
     def __repr__(self) -> str:
         return (
             f"FluctuationDriven(mu_u={self.mu_u:g}, xi={self.xi:g}, alpha={self.alpha:g}, "
-            f"rate={self.rate:g}, num_steps={self.num_steps}, calibrate={self.calibrate_mode})"
+            f"rate={self.rate:g}, num_steps={self.num_steps}, calibrate={self.calibrate_mode}, "
+            f"relative_lr={self.relative_lr})"
         )
 
     # -- the target and the closed form -------------------------------------------------
@@ -207,9 +250,8 @@ class FluctuationDriven:
                 mu_w, sigma_w = self.weight_moments(
                     population, linear.in_features, p, shares, kernel
                 )
-                with torch.no_grad():
-                    z = _standardized_rows(linear.weight)
-                    linear.weight.copy_(mu_w[:, None] + sigma_w[:, None] * z)
+                z = _standardized_rows(linear.weight.detach())
+                set_weight(linear, mu_w[:, None] + sigma_w[:, None] * z, self.relative_lr)
 
     def spike_probability(self, dt: float) -> float:
         """The assumed ``rate`` as spikes per step of ``dt``; an error unless below one."""
@@ -250,14 +292,14 @@ class FluctuationDriven:
 
     def _fit(self, population, linear: nn.Linear, source: torch.Tensor, shares) -> None:
         """Map ``linear``'s weight rows affinely so that ``source`` drives the target."""
-        w = linear.weight
+        w = linear.weight.detach()
         z = _standardized_rows(w)
         if self.calibrate_mode == "rates":
             p = source.float().mean().item()
             if p <= 0:
                 return  # no input spikes in the batch: keep the assumed-rate draw
             mu_w, sigma_w = self.weight_moments(population, linear.in_features, p, shares)
-            w.copy_(mu_w[:, None] + sigma_w[:, None] * z)
+            set_weight(linear, mu_w[:, None] + sigma_w[:, None] * z, self.relative_lr)
             return
         mean_share, var_share = shares
         mu_u, sigma_u = self.targets(population)
@@ -279,7 +321,7 @@ class FluctuationDriven:
         const = (r * mu_u) ** 2 * var_c - sigma_u**2
         b = (-lin + (lin**2 - 4 * quad * const).clamp_min(0).sqrt()) / (2 * quad.clamp_min(1e-30))
         a = r * (mu_u - z_mean * b)
-        w.copy_(a[:, None] + b[:, None] * z)
+        set_weight(linear, a[:, None] + b[:, None] * z, self.relative_lr)
 
 
 def _standardized_rows(w: torch.Tensor) -> torch.Tensor:
