@@ -2,6 +2,7 @@
 
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -213,3 +214,20 @@ def test_relative_lr_stores_unit_rows_and_steps_relative_to_the_scale():
     names = {n for n, p in nets[True].named_parameters()}
     assert set(nets[True].parameter_groups()) == {"weights"}
     assert "layers.0.fc.parametrizations.weight.original" in names
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("weight_init.xi=-1", "weight_init.xi=-1"),
+        ("weight_init.mu_u=1.5", "weight_init.mu_u=1.5"),
+        ("weight_init.rate=2000", "weight_init.rate=2000 Hz"),
+        ("weight_init.calibrate=lsuv", "weight_init.calibrate must be one of"),
+    ],
+)
+def test_the_config_check_names_a_bad_weight_init_before_anything_runs(override, key):
+    from spikelight.validation import ConfigError, validate_config
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate_config(compose_config([override]))
