@@ -240,6 +240,7 @@ def spikelight_network(setup: Setup, **kwargs) -> nn.Module:
     from spikelight.network import SpikingNetwork
     from spikelight.neurons import LIF
     from spikelight.surrogates import SuperSpike
+    from spikelight.weight_init import ScaledNormal
 
     case = setup.case
     default_dtype = torch.get_default_dtype()
@@ -257,6 +258,7 @@ def spikelight_network(setup: Setup, **kwargs) -> nn.Module:
             decoding="max_membrane",
             readout_tau_mem=READOUT_TAU_MEM,
             readout_tau_syn=READOUT_TAU_SYN,
+            weight_init=ScaledNormal(),  # plain weights: overwritten with the shared ones
             **kwargs,
         )
     finally:

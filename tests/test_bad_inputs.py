@@ -78,7 +78,12 @@ def scratch(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bad_inputs")
     (tmp / "corrupt.ckpt").write_bytes(b"PK\x03\x04 not really a checkpoint")
     torch.save(
-        {"state_dict": {"network.layers.0.fc.weight": torch.zeros(7, 100)}}, tmp / "other.ckpt"
+        {
+            "state_dict": {
+                "network.layers.0.fc.parametrizations.weight.original": torch.zeros(7, 100)
+            }
+        },
+        tmp / "other.ckpt",
     )
     torch.save({"state_dict": {}, "hook": os.system}, tmp / "unsafe.ckpt")  # a pickled callable
     return tmp

@@ -148,7 +148,7 @@ def test_hparams_summary_lists_choices_and_final_metrics(run):
     assert hparams["seed"] == 3.0
     assert hparams["data"] == "RandmanDataModule"
     assert hparams["decoding"] == "max_membrane"
-    assert math.isclose(hparams["lr"], 2e-3)
+    assert math.isclose(hparams["lr"], 5e-3)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/experiment"]
     ).experiment
