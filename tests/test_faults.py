@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -14,9 +15,11 @@ import pytest
 import torch
 
 import spikelight.module
+import spikelight.train
 from spikelight.checkpoint_io import AtomicCheckpointIO
 from spikelight.faults import FiniteLossGuard, NonFiniteLossError
 from spikelight.train import train
+from spikelight.validation import ConfigError
 from tests.conftest import REPO_ROOT
 
 QUICK = [
@@ -92,7 +95,17 @@ def test_unserialisable_checkpoint_never_touches_the_file(tmp_path):
     assert load(path)["global_step"] == 1
 
 
-def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path):
+class OpensAFile:
+    """Unpickling this object creates ``path`` (what a malicious checkpoint could run)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path, monkeypatch):
     first = make_config(QUICK)
     train(first)
     last = f"{first.paths.output_dir}/checkpoints/last.ckpt"
@@ -102,6 +115,24 @@ def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path):
     metrics = train(resumed)
     assert math.isfinite(metrics["train/loss_epoch"])
     assert load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 9
+
+    # the same checkpoint with a pickled object whose unpickling creates a file
+    marker = tmp_path / "unpickled"
+    poisoned = tmp_path / "poisoned.ckpt"
+    torch.save({**load(last), "payload": OpensAFile(marker)}, poisoned)
+    torch.load(poisoned, map_location="cpu", weights_only=False)  # a full unpickle runs it
+    assert marker.is_file()
+    marker.unlink()
+    again = make_config([*QUICK, f"ckpt_path={poisoned}", "trainer.max_epochs=3", "test=false"])
+    again.paths.output_dir = str(tmp_path / "poisoned")
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        train(again)  # refused by the check before training
+    assert not marker.exists()
+    # and by the trainer's own load, without that check
+    monkeypatch.setattr(spikelight.train, "validate_checkpoint", lambda path, model: None)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(again)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize(
