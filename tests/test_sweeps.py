@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -73,18 +74,38 @@ def test_parallel_list_sweep_runs_every_job_and_reports_the_diverged_ones(tmp_pa
     assert (sweep / "summary.png").stat().st_size > 0
 
 
+def random_draws(trials, order, seed=0):
+    """The parameters Optuna's random sampler (seeded as the study's TPE sampler seeds its own)
+    draws for ``trials`` when asked for their distributions in the sweeper's ``order``: what
+    each trial would have had if TPE had never taken over from its random start-up trials."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    draws = []
+    for trial in trials:
+        replay = study.ask({name: trial.distributions[name] for name in order})
+        draws.append(replay.params)
+        study.tell(replay, trial.values[0] if trial.values else None, state=trial.state)
+    return draws
+
+
 def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp_path):
-    """Four trials; the search space also draws weight_scale 7 or 1e38 (a sure divergence)."""
+    """Five trials, TPE after the first completed one; the search space also draws weight_scale 7 or
+    1e38 (a sure divergence). The study is kept in a database, to be read back."""
     sweep = tmp_path / "sweep"
-    result = run_train_cli(
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = [
         "hparams_search=optuna",
-        *QUICK,
-        "hydra.sweeper.n_trials=4",
         '+hydra.sweeper.params={model.network.weight_scale:"choice(7.0,1e38)"}',
+    ]
+    result = run_train_cli(
+        *search,
+        *QUICK,
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        f"hydra.sweeper.storage={storage}",
         f"hydra.sweep.dir={sweep}",
     )
-    trials = [outcome(sweep / str(n)) for n in range(4)]
-    assert not (sweep / "4").exists()
+    trials = [outcome(sweep / str(n)) for n in range(5)]
+    assert not (sweep / "5").exists()
     scales = [
         float(summarize_sweep.parse_overrides(t["overrides"])["model.network.weight_scale"])
         for t in trials
@@ -93,9 +114,31 @@ def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp
         assert trial["status"] == ("ok" if scale == 7.0 else "failed")
         if scale != 7.0:
             assert trial["reason"].startswith("NonFiniteLossError")
-    assert 0 < scales.count(7.0) < 4  # with sampler seed 0: both kinds of trial
+    assert 0 < scales.count(7.0) < 5  # with sampler seed 0: both kinds of trial
     assert result.returncode == 1  # the study finished, and says that trials failed
     assert "jobs did not finish" in result.stderr
+
+    # TPE counts only completed trials: until one has completed, the random sampler draws
+    # (the same values a plain random sampler gives); after that TPE does (other values)
+    study = optuna.load_study(study_name="train", storage=storage)
+    stored = study.get_trials()
+    assert [t.number for t in stored] == list(range(5))
+    assert [t.state.name for t in stored] == [
+        "COMPLETE" if t["status"] == "ok" else "FAIL" for t in trials
+    ]
+    for trial, job in zip(stored, trials, strict=True):  # the study holds what the jobs ran
+        ran = summarize_sweep.parse_overrides(job["overrides"])
+        assert {k: float(ran[k]) for k in trial.params} == pytest.approx(trial.params)
+    completed_before = [sum(t["status"] == "ok" for t in trials[:n]) for n in range(5)]
+    by_tpe = [n >= 1 for n in completed_before]
+    assert any(by_tpe) and not all(by_tpe)
+    order = list(hydra_config(search).sweeper.params)  # the order the sweeper asks in
+    assert len(order) == 5
+    for trial, draw, tpe in zip(stored, random_draws(stored, order), by_tpe, strict=True):
+        if tpe:
+            assert trial.params != draw, trial.number
+        else:
+            assert trial.params == draw, trial.number
 
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [t for t in trials if t["status"] == "ok"]
