@@ -9,11 +9,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import spikelight.atomic
 import spikelight.module
 import spikelight.train
 from spikelight.checkpoint_io import AtomicCheckpointIO
@@ -86,6 +88,41 @@ def test_interrupted_checkpoint_write_leaves_the_old_file(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no scratch file left
 
 
+def test_training_writes_every_checkpoint_through_the_atomic_writer(make_config, monkeypatch):
+    """train() installs AtomicCheckpointIO, and each checkpoint file of the run (the best one,
+    last.ckpt) is written by it: to a scratch file next to the target, renamed onto it."""
+    installed, written, renamed = [], [], []
+    start = spikelight.module.SpikingClassifier.on_train_start
+    save = AtomicCheckpointIO.save_checkpoint
+    replace = os.replace
+
+    def record_start(self):
+        installed.append(self.trainer.strategy.checkpoint_io)
+        start(self)
+
+    def record_save(self, checkpoint, path, storage_options=None):
+        written.append(Path(path))
+        save(self, checkpoint, path, storage_options)
+
+    def record_replace(source, target):
+        renamed.append((Path(source), Path(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(spikelight.module.SpikingClassifier, "on_train_start", record_start)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record_save)
+    monkeypatch.setattr(spikelight.atomic.os, "replace", record_replace)
+    cfg = make_config([*QUICK, "trainer.max_epochs=1", "test=false"])
+    train(cfg)
+    assert len(installed) == 1 and type(installed[0]) is AtomicCheckpointIO
+    files = sorted(Path(cfg.paths.output_dir, "checkpoints").iterdir())
+    assert [f.name for f in files if f.name == "last.ckpt"] == ["last.ckpt"]
+    assert len(files) == 2  # last.ckpt and the best checkpoint; no scratch files left
+    assert set(written) == set(files)
+    for target in files:
+        (source,) = [s for s, t in renamed if t == target]
+        assert source.parent == target.parent and source.name.startswith(f".{target.name}.")
+
+
 def test_unserialisable_checkpoint_never_touches_the_file(tmp_path):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -137,7 +174,7 @@ def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path, m
 
 @pytest.mark.parametrize(
     ("signum", "code"),
-    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow)],
+    [(signal.SIGTERM, 143), (signal.SIGINT, 1)],  # SIGINT: what Ctrl+C sends
     ids=["sigterm", "sigint"],
 )
 def test_signal_during_training_saves_a_loadable_last_checkpoint(tmp_path, signum, code):
