@@ -246,6 +246,62 @@ def test_summary_of_a_directory_without_jobs_fails_clearly(tmp_path, capsys):
     assert "expected job directories" in capsys.readouterr().err
 
 
+def last_step(job_dir):
+    last = job_dir / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def trained_epochs(job_dir):
+    """Epochs with a training loss in the job's csv/metrics.csv (rewritten by each run of the
+    job): a resumed run trains only the epochs after its checkpoint, a fresh one epoch 0 too."""
+    rows = csv.DictReader((job_dir / "csv" / "metrics.csv").open())
+    return {int(row["epoch"]) for row in rows if row["train/loss_epoch"]}
+
+
+def test_ckpt_path_last_in_a_multirun_resumes_each_job_from_its_own_checkpoint(tmp_path):
+    """The same two-job sweep run again (longer) with ckpt_path=last: each job continues from
+    its own checkpoints/last.ckpt, whose weights differ between the jobs (seeds 0 and 1)."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *QUICK, "seed=0,1", "ckpt_path=last", f"hydra.sweep.dir={sweep}"]
+    first = run_train_cli(*common, "trainer.max_epochs=1", "test=false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = {
+        job: torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        for job in ("0", "1")
+    }
+    assert not torch.equal(
+        saved["0"]["state_dict"]["network.readout_fc.weight"],
+        saved["1"]["state_dict"]["network.readout_fc.weight"],
+    )
+    second = run_train_cli(*common, "trainer.max_epochs=2", "test=false")
+    assert second.returncode == 0, second.stderr[-3000:]
+    for job in ("0", "1"):
+        log = (sweep / job / "train.log").read_text()
+        afresh = log.index("ckpt_path=last: no last.ckpt yet, starting afresh")
+        resumed = log.index(f"ckpt_path=last: {sweep / job / 'checkpoints' / 'last.ckpt'}\n")
+        assert afresh < resumed and log.count("ckpt_path=last:") == 2
+        assert saved[job]["global_step"] == 1 and last_step(sweep / job) == 2
+        assert trained_epochs(sweep / job) == {1}  # the second run trained epoch 1 only
+
+
+def test_a_requeued_job_under_submitit_resumes_from_its_last_checkpoint(tmp_path):
+    """What a SLURM requeue does: the job runs again in its own directory. Here a one-job
+    sweep stops after one epoch; rerun with submitit's local executor (its own process, like a
+    SLURM job), ckpt_path=last continues it from checkpoints/last.ckpt."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *QUICK, "seed=3", "ckpt_path=last", "test=false", f"hydra.sweep.dir={sweep}"]
+    first = run_train_cli(*common, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_step(sweep / "0") == 1
+    requeued = run_train_cli(*common, "hydra/launcher=submitit_local", "trainer.max_epochs=2")
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert any((sweep / ".submitit").iterdir())  # submitit ran the job
+    log = (sweep / "0" / "train.log").read_text()
+    assert f"ckpt_path=last: {sweep / '0' / 'checkpoints' / 'last.ckpt'}" in log
+    assert last_step(sweep / "0") == 2
+    assert trained_epochs(sweep / "0") == {1}  # the requeued run trained epoch 1 only
+
+
 @pytest.mark.slow
 def test_a_rerun_job_resumes_from_its_own_last_checkpoint_under_submitit(tmp_path):
     """What a SLURM requeue does, with submitit's local executor: the same job directory again.
@@ -265,3 +321,4 @@ def test_a_rerun_job_resumes_from_its_own_last_checkpoint_under_submitit(tmp_pat
         last = sweep / job / "checkpoints" / "last.ckpt"
         checkpoint = torch.load(last, map_location="cpu", weights_only=True)
         assert checkpoint["global_step"] == 2  # two epochs of one batch
+        assert trained_epochs(sweep / job) == {1}  # the rerun trained epoch 1 only
