@@ -38,7 +38,7 @@ SHORT = [  # SHORT_STEPS steps on one batch, validation once, one test batch
     "logger=[]",
 ]
 CONF = REPO_ROOT / "conf"
-SMALL_RANDMAN = ["data.samples_per_class=8", "data.batch_size=16"]
+SMALL_RANDMAN = ["data.samples_per_class=8", "data.batch_size=16", "data.num_steps=50"]
 WHY_CONDITIONS = ["", "_true_gradient", "_true_gradient_spiking_readout", "_reservoir", "_smooth"]
 
 
