@@ -169,6 +169,8 @@ def check_preset(cfg, experiment, changed=()):
         elif section == "neuron" and name.startswith("tau_"):
             for n in neurons:
                 tau = n.get(name)
+                bounds = n._constraints[name]
+                assert bounds.lo <= tau.min() <= tau.max() <= bounds.hi, key
                 if homogeneous:
                     assert torch.allclose(tau, torch.full_like(tau, value), rtol=1e-5), key
                 elif groups.get("init") == "uniform" and "init" not in changed:
@@ -200,9 +202,8 @@ def check_preset(cfg, experiment, changed=()):
                 ratio = w.std().item() * math.sqrt(w.shape[1]) / value
                 assert abs(ratio - 1) < 5 / math.sqrt(2 * w.numel()), (key, ratio)
         elif key == "model.optimizer._target_":
-            assert f"{type(optimizer).__module__}.{type(optimizer).__name__}".endswith(
-                value.rsplit(".", 1)[1]
-            ) and value.startswith("torch.optim")
+            module, cls = value.rsplit(".", 1)
+            assert type(optimizer) is getattr(importlib.import_module(module), cls), key
         elif key == "model.optimizer.lr":
             assert lr["weights"] == pytest.approx(value)
         elif key == "model.optimizer.betas":
