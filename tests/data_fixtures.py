@@ -90,14 +90,15 @@ class SHDTruth:
 
 
 def make_shd_samples(
-    count: int, num_classes: int = 20, speakers: int = 4, seed: int = 0
+    count: int, num_classes: int = 20, speakers: int = 4, seed: int = 0, max_events: int = 120
 ) -> SHDTruth:
-    """Random samples: events at reference-bin centres, plus a few after max_time."""
+    """Random samples: up to ``max_events`` events at reference-bin centres, plus a few after
+    max_time."""
     rng = np.random.default_rng(seed)
     width = REFERENCE_MAX_TIME / REFERENCE_STEPS
     times, units, bins = [], [], []
     for _ in range(count):
-        inside = int(rng.integers(0, 120))
+        inside = int(rng.integers(0, max_events))
         outside = int(rng.integers(0, 6))
         bin_inside = rng.integers(0, REFERENCE_STEPS, inside)
         t_inside = (bin_inside + 0.5) * width
@@ -153,6 +154,7 @@ def make_shd_files(
     n_test: int = 12,
     variant: str = "shd",
     gzipped: bool = False,
+    max_events: int = 120,
 ) -> dict[str, SHDTruth]:
     """Write a variant's files (``.h5``, or only ``.h5.gz``); return their truth by split."""
     num_classes = 20 if variant == "shd" else 35
@@ -161,7 +163,9 @@ def make_shd_files(
         splits = {"train": n_train, "valid": n_test, "test": n_test}
     truth = {}
     for seed, (split, count) in enumerate(splits.items()):
-        truth[split] = make_shd_samples(count, num_classes=num_classes, seed=seed + 1)
+        truth[split] = make_shd_samples(
+            count, num_classes=num_classes, seed=seed + 1, max_events=max_events
+        )
         path = write_shd_h5(Path(directory) / f"{variant}_{split}.h5", truth[split])
         if gzipped:
             write_gzip(path.with_name(path.name + ".gz"), path.read_bytes())

@@ -3,9 +3,13 @@
 import hydra
 import pytest
 import torch
+from hydra.errors import InstantiationException
+from lightning.pytorch.accelerators import CUDAAccelerator
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import OmegaConf
 
 from spikelight.module import SpikingClassifier
+from spikelight.train import train
 from tests.conftest import REPO_ROOT, compose_config
 
 CONF = REPO_ROOT / "conf"
@@ -84,24 +88,106 @@ def test_trainable_is_multi_select():
     assert set(model.network.parameter_groups()) == {"weights", "tau_mem", "tau_syn", "threshold"}
 
 
-@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks"])
+def preset_values(group, option):
+    """An option's own yaml, merged over the options its ``defaults`` list names."""
+    raw = OmegaConf.load(CONF / group / f"{option}.yaml")
+    bases = [preset_values(group, base) for base in raw.pop("defaults", [])]
+    return OmegaConf.to_container(OmegaConf.merge(*bases, raw))
+
+
+@pytest.mark.parametrize("option", options("trainer"))
+def test_trainer_preset_composes_to_its_own_values_and_instantiates(option, tmp_path):
+    cfg = compose_config([f"trainer={option}"], output_dir=tmp_path)
+    expected = preset_values("trainer", option)
+    assert OmegaConf.to_container(cfg.trainer) == expected
+    devices = {"gpu": ("gpu", 1), "cpu": ("cpu", 1), "ddp": ("auto", 2), "default": ("auto", 1)}
+    assert (cfg.trainer.accelerator, cfg.trainer.devices) == devices[option]
+    needs_gpu = cfg.trainer.accelerator == "gpu"
+    if needs_gpu and not torch.cuda.is_available():  # the preset as composed asks for a GPU
+        with pytest.raises(InstantiationException, match="No supported gpu backend"):
+            hydra.utils.instantiate(cfg.trainer, logger=False)
+        return
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert trainer.max_epochs == expected["max_epochs"]
+    assert trainer.num_devices == cfg.trainer.devices
+    if needs_gpu:
+        assert isinstance(trainer.accelerator, CUDAAccelerator)
+    if option == "ddp":
+        assert isinstance(trainer.strategy, DDPStrategy)
+
+
+@pytest.mark.parametrize("group", ["logger", "callbacks"])
 def test_run_groups_instantiate(group, tmp_path):
     for option in options(group):
         override = f"{group}=[{option}]" if group == "logger" else f"{group}={option}"
         cfg = compose_config([override], output_dir=tmp_path)
-        node = cfg[group]
-        if group == "trainer":
-            if node.accelerator == "gpu" and not torch.cuda.is_available():
-                node.accelerator = "cpu"  # the rest of the GPU preset still has to build
-            hydra.utils.instantiate(node)
+        for entry in (cfg[group] or {}).values():
+            hydra.utils.instantiate(entry)
+
+
+def flat(node, prefix=""):
+    """``{"trainer.max_epochs": 2, ...}`` of a nested dict."""
+    items = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
         else:
-            for entry in (node or {}).values():
-                hydra.utils.instantiate(entry)
+            items[f"{prefix}{key}"] = value
+    return items
 
 
 @pytest.mark.parametrize("option", options("debug"))
-def test_debug_option_composes(option):
-    compose_config([f"debug={option}"])
+def test_debug_option_sets_its_values_over_an_experiment(option):
+    """Every value of the debug yaml is in the composed config, even where an experiment
+    (experiment=shd: trainer.max_epochs=200) sets the same key: debug comes last."""
+    own = flat(OmegaConf.to_container(OmegaConf.load(CONF / "debug" / f"{option}.yaml")))
+    assert own
+    for experiment in ([], ["experiment=shd"]):
+        cfg = compose_config([*experiment, f"debug={option}"])
+        composed = {key: OmegaConf.select(cfg, key) for key in own}
+        assert composed == own, experiment
+    assert compose_config(["experiment=shd"]).trainer.max_epochs == 200
+
+
+def test_debug_overfit_trains_on_the_same_few_batches_and_the_loss_falls(tmp_path, monkeypatch):
+    """debug=overfit, shortened to 6 epochs: every epoch sees the same 3 batches, in the same
+    order (no shuffling), and their mean training loss falls every epoch (by a fifth in all)."""
+    seen = []
+    step = SpikingClassifier.training_step
+
+    def recording_step(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        seen.append((self.current_epoch, hash(batch[0].numpy().tobytes()), loss.item()))
+        return loss
+
+    monkeypatch.setattr(SpikingClassifier, "training_step", recording_step)
+    cfg = compose_config(
+        [
+            "debug=overfit",
+            "trainer.max_epochs=6",
+            "trainer.accelerator=cpu",
+            "data.samples_per_class=20",
+            "data.num_steps=20",
+            "data.batch_size=16",
+            "model.network.hidden=[32]",
+            "model.optimizer.lr=1e-2",
+            "callbacks=none",
+            "logger=[]",
+            "test=false",
+        ],
+        output_dir=tmp_path / "run",
+    )
+    assert cfg.trainer.overfit_batches == 3
+    train(cfg)
+    epochs = [[s for s in seen if s[0] == e] for e in range(6)]
+    assert [len(e) for e in epochs] == [3] * 6
+    first = [batch for _, batch, _ in epochs[0]]
+    assert len(set(first)) == 3  # three different batches ...
+    for epoch in epochs[1:]:
+        assert [batch for _, batch, _ in epoch] == first  # ... the same ones every epoch
+    mean_loss = [sum(loss for *_, loss in e) / 3 for e in epochs]
+    assert all(b < a for a, b in zip(mean_loss, mean_loss[1:], strict=False)), mean_loss
+    assert mean_loss[-1] < 0.8 * mean_loss[0], mean_loss
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -6,6 +6,7 @@ a real ``tensorboard`` process whose HTTP data API must return the run's scalars
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -17,11 +18,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import hydra
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
+from torch.utils.data import DataLoader, TensorDataset
 
+from spikelight.callbacks import GradNormMonitor
 from spikelight.images import line_plot, spike_raster
 from spikelight.train import train
 from tests.conftest import compose_config
@@ -259,3 +265,86 @@ def test_alif_recurrent_spiking_readout_run_logs_its_own_parameters(tmp_path):
     assert {"raster/hidden0", "raster/readout"} <= set(tags["images"])
     assert "readout/membrane" not in tags["images"]  # the spiking readout has its raster
     assert all(e.value > 0 for e in events.Scalars("grad_norm/tau_adapt"))
+
+
+class OneBatch(L.LightningDataModule):
+    """The same fixed batch ``(x [B, T, C], y)`` for training and validation."""
+
+    def __init__(self, x, y):
+        super().__init__()
+        self.data = TensorDataset(x, y)
+
+    def train_dataloader(self):
+        return DataLoader(self.data, batch_size=len(self.data))
+
+    val_dataloader = train_dataloader
+
+
+def hand_count(spikes, dt):
+    """Spikes per neuron per second and the fraction of neurons that never spiked, counted
+    neuron by neuron over all samples and time steps of ``spikes [T, B, N]``."""
+    steps, samples, neurons = spikes.shape
+    per_neuron = [int(spikes[:, :, n].sum().item()) for n in range(neurons)]
+    rate = sum(per_neuron) / (neurons * samples * steps * dt)
+    silent = sum(count == 0 for count in per_neuron) / neurons
+    return rate, silent
+
+
+def test_logged_rates_silent_fractions_and_grad_norms_match_a_hand_count(tmp_path):
+    """One training step and one validation pass on one batch: the dashboard's scalars equal
+    the spikes counted by hand (before the step for train/, after it for val/) and the norm
+    of the gradient of the loss on that batch."""
+    cfg = compose_config(
+        [
+            "data.num_steps=20",
+            "data.num_inputs=30",
+            f"model.network.hidden=[{HIDDEN[0]},{HIDDEN[1]}]",
+            "weight_init=scaled",
+            "weight_init.scale=3.0",
+            "trainable=[weights,tau_mem]",
+            "init=heterogeneous",
+        ]
+    )
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model)
+    before = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(8, 20, 30, generator=g) < 0.1).float()
+    y = torch.randint(0, cfg.data.num_classes, (8,), generator=g)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[GradNormMonitor()],
+        logger=TensorBoardLogger(tmp_path, name="tb", version=""),
+    )
+    trainer.fit(model, datamodule=OneBatch(x, y))
+    events = EventAccumulator(str(tmp_path / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+
+    dt = cfg.neuron.dt
+    counted = {"train": before.network(x.transpose(0, 1)), "val": model.network(x.transpose(0, 1))}
+    counts = []
+    for stage, out in counted.items():
+        for layer in LAYERS:
+            rate, silent = hand_count(out.spikes[layer], dt)
+            counts.append((stage, layer, rate, silent))
+            assert [e.value for e in events.Scalars(f"{stage}/rate/{layer}")] == [
+                pytest.approx(rate, rel=1e-6)
+            ], (stage, layer)
+            assert [e.value for e in events.Scalars(f"{stage}/silent/{layer}")] == [
+                pytest.approx(silent, abs=1e-7)
+            ], (stage, layer)
+    assert all(rate > 0 for *_, rate, _ in counts), counts
+    assert any(0 < silent < 1 for *_, silent in counts), counts  # some neurons silent, not all
+
+    loss = torch.nn.functional.cross_entropy(counted["train"].logits, y)
+    loss.backward()
+    for group, params in before.network.parameter_groups().items():
+        norm = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params))
+        assert norm > 0, group
+        logged = [e.value for e in events.Scalars(f"grad_norm/{group}")]
+        assert logged == [pytest.approx(norm, rel=1e-5)], group

@@ -1,6 +1,9 @@
 """Dataset experiments run end to end on files in the real layouts (generated here)."""
 
+import torch
+
 from spikelight.data import shd
+from spikelight.module import SpikingClassifier
 from spikelight.train import train
 from tests.data_fixtures import make_shd_files
 
@@ -37,5 +40,36 @@ def test_heterogeneous_shd_experiment_trains_time_constants(make_config, tmp_pat
             *QUICK,
         ]
     )
+    snapshots = {}
+
+    def time_constants(model):
+        neurons = [layer.neuron for layer in model.network.layers]
+        return {
+            name: torch.cat([n.get(name).detach().clone() for n in neurons])
+            for name in ("tau_mem", "tau_syn")
+        }
+
+    start, end = SpikingClassifier.on_train_start, SpikingClassifier.on_train_end
+
+    def record_start(self):
+        snapshots["start"] = time_constants(self)
+        start(self)
+
+    def record_end(self):
+        snapshots["end"] = time_constants(self)
+        end(self)
+
+    monkeypatch.setattr(SpikingClassifier, "on_train_start", record_start)
+    monkeypatch.setattr(SpikingClassifier, "on_train_end", record_end)
     metrics = train(cfg)
-    assert "test/acc" in metrics
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    for name in ("tau_mem", "tau_syn"):
+        before, after = snapshots["start"][name], snapshots["end"][name]
+        lo, hi = cfg.neuron[f"{name}_bounds"]
+        assert before.std() > 0, name  # gamma initialisation: one value per neuron
+        # draws that fell outside the bounds start on a bound, where the sigmoid of LogInterval
+        # has saturated (a gradient ~1e-6 of the inside one): every other neuron must move
+        inside = (before > lo * 1.001) & (before < hi * 0.999)
+        assert inside.float().mean() > 0.9, name
+        assert torch.all(after[inside] != before[inside]), name
+        assert lo <= after.min() and after.max() <= hi, (name, after.min(), after.max())

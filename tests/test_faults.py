@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+import spikelight.atomic
 import spikelight.module
+import spikelight.train
 from spikelight.checkpoint_io import AtomicCheckpointIO
 from spikelight.faults import FiniteLossGuard, NonFiniteLossError
 from spikelight.train import train
+from spikelight.validation import ConfigError
 from tests.conftest import REPO_ROOT
 
 QUICK = [
@@ -83,6 +88,41 @@ def test_interrupted_checkpoint_write_leaves_the_old_file(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no scratch file left
 
 
+def test_training_writes_every_checkpoint_through_the_atomic_writer(make_config, monkeypatch):
+    """train() installs AtomicCheckpointIO, and each checkpoint file of the run (the best one,
+    last.ckpt) is written by it: to a scratch file next to the target, renamed onto it."""
+    installed, written, renamed = [], [], []
+    start = spikelight.module.SpikingClassifier.on_train_start
+    save = AtomicCheckpointIO.save_checkpoint
+    replace = os.replace
+
+    def record_start(self):
+        installed.append(self.trainer.strategy.checkpoint_io)
+        start(self)
+
+    def record_save(self, checkpoint, path, storage_options=None):
+        written.append(Path(path))
+        save(self, checkpoint, path, storage_options)
+
+    def record_replace(source, target):
+        renamed.append((Path(source), Path(target)))
+        replace(source, target)
+
+    monkeypatch.setattr(spikelight.module.SpikingClassifier, "on_train_start", record_start)
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", record_save)
+    monkeypatch.setattr(spikelight.atomic.os, "replace", record_replace)
+    cfg = make_config([*QUICK, "trainer.max_epochs=1", "test=false"])
+    train(cfg)
+    assert len(installed) == 1 and type(installed[0]) is AtomicCheckpointIO
+    files = sorted(Path(cfg.paths.output_dir, "checkpoints").iterdir())
+    assert [f.name for f in files if f.name == "last.ckpt"] == ["last.ckpt"]
+    assert len(files) == 2  # last.ckpt and the best checkpoint; no scratch files left
+    assert set(written) == set(files)
+    for target in files:
+        (source,) = [s for s, t in renamed if t == target]
+        assert source.parent == target.parent and source.name.startswith(f".{target.name}.")
+
+
 def test_unserialisable_checkpoint_never_touches_the_file(tmp_path):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
@@ -92,7 +132,17 @@ def test_unserialisable_checkpoint_never_touches_the_file(tmp_path):
     assert load(path)["global_step"] == 1
 
 
-def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path):
+class OpensAFile:
+    """Unpickling this object creates ``path`` (what a malicious checkpoint could run)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path, monkeypatch):
     first = make_config(QUICK)
     train(first)
     last = f"{first.paths.output_dir}/checkpoints/last.ckpt"
@@ -103,10 +153,28 @@ def test_resume_from_last_checkpoint_loads_weights_only(make_config, tmp_path):
     assert math.isfinite(metrics["train/loss_epoch"])
     assert load(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["global_step"] == 9
 
+    # the same checkpoint with a pickled object whose unpickling creates a file
+    marker = tmp_path / "unpickled"
+    poisoned = tmp_path / "poisoned.ckpt"
+    torch.save({**load(last), "payload": OpensAFile(marker)}, poisoned)
+    torch.load(poisoned, map_location="cpu", weights_only=False)  # a full unpickle runs it
+    assert marker.is_file()
+    marker.unlink()
+    again = make_config([*QUICK, f"ckpt_path={poisoned}", "trainer.max_epochs=3", "test=false"])
+    again.paths.output_dir = str(tmp_path / "poisoned")
+    with pytest.raises(ConfigError, match="weights_only=True"):
+        train(again)  # refused by the check before training
+    assert not marker.exists()
+    # and by the trainer's own load, without that check
+    monkeypatch.setattr(spikelight.train, "validate_checkpoint", lambda path, model: None)
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        train(again)
+    assert not marker.exists()
+
 
 @pytest.mark.parametrize(
     ("signum", "code"),
-    [(signal.SIGTERM, 143), pytest.param(signal.SIGINT, 1, marks=pytest.mark.slow)],
+    [(signal.SIGTERM, 143), (signal.SIGINT, 1)],  # SIGINT: what Ctrl+C sends
     ids=["sigterm", "sigint"],
 )
 def test_signal_during_training_saves_a_loadable_last_checkpoint(tmp_path, signum, code):

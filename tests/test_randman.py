@@ -1,4 +1,7 @@
-"""Randman: deterministic, timing-only, published defaults, disjoint splits."""
+"""Randman: the reference algorithm, deterministic, timing-only, published defaults, disjoint
+splits."""
+
+import math
 
 import pytest
 import torch
@@ -94,3 +97,103 @@ def test_datamodule_splits_are_disjoint_and_batches_have_the_interface_shape():
 def test_bad_settings_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         RandmanDataModule(**kwargs)
+
+
+# -- the reference algorithm ------------------------------------------------------------------
+class ReferenceRandman:
+    """Zenke's ``TorchRandman`` (github.com/fzenke/randman, ``randman/torch_randman.py``) as
+    ``make_spiking_dataset`` uses it (``use_bias=False``, ``beta=0``), loops as written there;
+    ``params [embedding_dim, manifold_dim, 3, f_cutoff]`` are passed in instead of drawn from
+    the global generator."""
+
+    def __init__(self, embedding_dim, manifold_dim, alpha, params, prec=1e-3, max_f_cutoff=1000):
+        self.dim_embedding, self.dim_manifold = embedding_dim, manifold_dim
+        self.f_cutoff = int(min(math.ceil(prec ** (-1 / alpha)), max_f_cutoff))
+        assert params.shape == (embedding_dim, manifold_dim, 3, self.f_cutoff)
+        self.params = params.clone()
+        self.params[:, :, 0, 0] = 0  # use_bias=False
+        r = torch.arange(self.f_cutoff, dtype=torch.float64) + 1
+        self.spect = 1.0 / (torch.abs(r - 0) ** alpha + 1.0)
+
+    def eval_random_function_1d(self, x, theta):
+        tmp = torch.zeros(len(x), dtype=torch.float64)
+        s = self.spect
+        for i in range(self.f_cutoff):
+            tmp += theta[0, i] * s[i] * torch.sin(2 * math.pi * (i * x * theta[1, i] + theta[2, i]))
+        return tmp
+
+    def eval_random_function(self, x, params):
+        tmp = torch.ones(len(x), dtype=torch.float64)
+        for d in range(self.dim_manifold):
+            tmp *= self.eval_random_function_1d(x[:, d], params[d])
+        return tmp
+
+    def eval_manifold(self, x):
+        tmp = torch.zeros((x.shape[0], self.dim_embedding), dtype=torch.float64)
+        for i in range(self.dim_embedding):
+            tmp[:, i] = self.eval_random_function(x, self.params[i])
+        return tmp
+
+
+def reference_standardize(x, eps=1e-7):
+    mi, _ = x.min(0)
+    ma, _ = x.max(0)
+    return (x - mi) / (ma - mi + eps)
+
+
+def reference_spiking_dataset(
+    nb_classes, nb_units, nb_steps, dim_manifold, nb_spikes, nb_samples, alpha, seed
+):
+    """``make_spiking_dataset`` of the randman repository (classification, shuffled), spike
+    times floored to step indices. Its random numbers come from one seeded torch generator in
+    the order spikelight documents (per class: the latent points, then per spike one manifold's
+    amplitudes, frequencies and phases, each ``[units, dim, cutoff]``; finally the shuffle),
+    where the reference seeds numpy and each manifold separately."""
+    g = torch.Generator().manual_seed(seed)
+    cutoff = int(min(math.ceil(1e-3 ** (-1 / alpha)), 1000))
+    data, labels = [], []
+    for k in range(nb_classes):
+        x = torch.rand(nb_samples, dim_manifold, generator=g, dtype=torch.float64)
+        times = []
+        for _ in range(nb_spikes):
+            draws = torch.rand(3, nb_units, dim_manifold, cutoff, generator=g, dtype=torch.float64)
+            rm = ReferenceRandman(nb_units, dim_manifold, alpha, draws.permute(1, 2, 0, 3))
+            times.append(reference_standardize(rm.eval_manifold(x)))
+        data.append(torch.cat(times, dim=1))  # units repeat per spike: 0..U-1, 0..U-1, ...
+        labels.append(torch.full((nb_samples,), k))
+    data, labels = torch.cat(data), torch.cat(labels)
+    idx = torch.randperm(len(labels), generator=g)
+    return (data[idx] * nb_steps).floor().long(), labels[idx]
+
+
+@pytest.mark.parametrize(
+    "alpha, dim, spikes", [(2.0, 2, 1), (1.5, 1, 2), (3.0, 3, 1)], ids=["a2d2", "a1.5d1k2", "a3d3"]
+)
+def test_make_randman_reproduces_the_reference_algorithm(alpha, dim, spikes):
+    kwargs = dict(
+        classes=3,
+        units=7,
+        steps=50,
+        dim=dim,
+        spikes_per_unit=spikes,
+        samples_per_class=25,
+        alpha=alpha,
+        seed=4,
+    )
+    times, labels = make_randman(**kwargs)
+    ref_times, ref_labels = reference_spiking_dataset(3, 7, 50, dim, spikes, 25, alpha, seed=4)
+    assert torch.equal(labels, ref_labels)
+    assert torch.equal(times, ref_times)
+    assert len(set(times.flatten().tolist())) > 25  # times spread over the window
+
+
+def test_random_manifold_equals_the_reference_evaluation():
+    g = torch.Generator().manual_seed(7)
+    latent = torch.rand(40, 2, dtype=torch.float64, generator=g)
+    state = g.get_state()
+    y = random_manifold(latent, units=5, alpha=2.0, generator=g)
+    g.set_state(state)
+    draws = torch.rand(3, 5, 2, 32, generator=g, dtype=torch.float64)  # cutoff ceil(1e-3^-1/2)
+    reference = ReferenceRandman(5, 2, 2.0, draws.permute(1, 2, 0, 3)).eval_manifold(latent)
+    torch.testing.assert_close(y, reference, rtol=1e-12, atol=1e-14)
+    assert y.std(0).min() > 1e-3  # not a constant

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import subprocess
 import sys
@@ -11,10 +12,12 @@ import sys
 import hydra
 import pytest
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 from spikelight.data import mnist, shd
-from spikelight.network import SpikingNetwork
+from spikelight.module import SpikingClassifier
+from spikelight.network import SpikingNetwork, selected_names
 from spikelight.neurons import LIF, AdLIF
 from spikelight.surrogates import Heaviside, Logistic, SuperSpike
 from spikelight.train import train
@@ -23,8 +26,20 @@ from spikelight.weight_init import ScaledNormal
 from tests.conftest import REPO_ROOT, compose_config
 from tests.data_fixtures import MNIST_FILES, make_idx_files, make_shd_files, md5_of
 
-FAST = ["debug=fast_dev_run", "callbacks=none", "logger=[]"]
-SMALL_RANDMAN = ["data.samples_per_class=8", "data.batch_size=16"]
+SHORT_STEPS = 4
+SHORT = [  # SHORT_STEPS steps on one batch, validation once, one test batch
+    "trainer.accelerator=cpu",
+    "+trainer.overfit_batches=1",
+    f"trainer.max_epochs={SHORT_STEPS}",
+    f"trainer.check_val_every_n_epoch={SHORT_STEPS}",
+    "+trainer.num_sanity_val_steps=0",
+    "+trainer.limit_test_batches=1",
+    "data.num_workers=0",
+    "callbacks=none",
+    "logger=[]",
+]
+CONF = REPO_ROOT / "conf"
+SMALL_RANDMAN = ["data.samples_per_class=8", "data.batch_size=16", "data.num_steps=50"]
 WHY_CONDITIONS = ["", "_true_gradient", "_true_gradient_spiking_readout", "_reservoir", "_smooth"]
 
 
@@ -40,65 +55,238 @@ def mnist_dir(tmp_path, monkeypatch):
 
 @pytest.fixture
 def shd_dir(tmp_path, monkeypatch):
-    make_shd_files(tmp_path / "shd", n_train=24, n_test=8)
+    # SHD-like density (real samples: thousands of events), so that the presets' weights make
+    # the networks spike and learn
+    make_shd_files(tmp_path / "shd", n_train=24, n_test=8, max_events=6000)
     monkeypatch.setattr(shd, "CHECKSUMS", {})  # generated files are not the published ones
     return tmp_path / "shd"
 
 
-def run(make_config, overrides):
-    metrics = train(make_config([*overrides, *FAST]))
+def run(make_config, overrides, monkeypatch):
+    """Train a few steps on one batch (``trainer.overfit_batches=1``): the final metrics and
+    the training loss of each step, in order."""
+    losses = []
+    step = SpikingClassifier.training_step
+
+    def recording_step(self, batch, batch_idx):
+        loss = step(self, batch, batch_idx)
+        losses.append(loss.item())
+        return loss
+
+    monkeypatch.setattr(SpikingClassifier, "training_step", recording_step)
+    metrics = train(make_config([*overrides, *SHORT]))
+    assert len(losses) == SHORT_STEPS
     assert 0.0 <= metrics["test/acc"] <= 1.0
-    return metrics
+    return metrics, losses
 
 
-# -- presets run end to end ------------------------------------------------------------------
+def learns(losses):
+    return losses[-1] < losses[0] and all(math.isfinite(v) for v in losses)
+
+
+# -- what a preset's yaml says, checked on what it builds ----------------------------------------
+def flat(node, prefix=""):
+    items = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def preset(experiment):
+    """``(group choices, values)`` that an experiment's yaml sets, its parents' included."""
+    raw = yaml.safe_load((CONF / "experiment" / f"{experiment}.yaml").read_text())
+    groups, values = {}, {}
+    for entry in raw.pop("defaults", []):
+        if isinstance(entry, str):  # another experiment, extended by this one
+            parent_groups, parent_values = preset(entry)
+            groups.update(parent_groups)
+            values.update(parent_values)
+        else:
+            ((key, option),) = entry.items()
+            groups[key.removeprefix("override /")] = option
+    raw.pop("hydra", None)  # sweeps: test_multirun_presets_define_their_sweep
+    values.update(flat(raw))
+    return groups, values
+
+
+def target_class(group, option):
+    target = yaml.safe_load((CONF / group / f"{option}.yaml").read_text())["_target_"]
+    module, name = target.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def check_preset(cfg, experiment, changed=()):
+    """The model and data module built from ``cfg`` have every setting the experiment's yaml
+    names, read off the built objects; ``changed``: keys (or groups) the test overrides."""
+    groups, values = preset(experiment)
+    model = hydra.utils.instantiate(cfg.model)
+    data = hydra.utils.instantiate(cfg.data)
+    net = model.network
+    neurons = [layer.neuron for layer in net.layers]
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    lr = {group["name"]: group["lr"] for group in optimizer.param_groups}
+
+    trained = selected_names(groups.get("trainable", ["weights"]))
+    trained |= {k.split(".", 1)[1] for k, v in values.items() if k.startswith("trainable.") and v}
+    for group, option in groups.items():
+        if group in changed:
+            continue
+        if group == "data":
+            assert type(data) is target_class("data", option)
+        elif group == "data/encoding":
+            assert type(data.encoding) is target_class("data/encoding", option)
+        elif group == "neuron":
+            assert all(type(n) is target_class("neuron", option) for n in neurons)
+        elif group == "surrogate":
+            assert type(net.surrogate) is target_class("surrogate", option)
+        elif group == "init":
+            assert type(neurons[0].tau_init) is target_class("init", option)
+        elif group == "weight_init":
+            assert type(net.weight_init) is target_class("weight_init", option)
+        elif group == "trainable":
+            kinds = {"weights" if t in ("weights", "readout") else t for t in trained}
+            assert set(net.parameter_groups()) == kinds
+            learning = {n for n, p in net.named_parameters() if p.requires_grad}
+            weights = {n for n in learning if n.endswith(("weight", "weight.original"))}
+            hidden = {n for n in weights if n.startswith("layers.0.fc.")}
+            assert bool(hidden) == ("weights" in trained)
+            readout = {n for n in weights if n.startswith("readout_fc.")}
+            assert bool(readout) == bool({"weights", "readout"} & trained)
+        elif group == "logger":
+            assert sorted(cfg.logger) == sorted(option)
+        else:
+            raise AssertionError(f"{experiment}: no check for group {group!r}")
+
+    homogeneous = groups.get("init", "homogeneous") == "homogeneous" and "init" not in changed
+    for key, value in values.items():
+        if key in changed or key.startswith("trainable."):
+            continue
+        section, name = key.split(".", 1)
+        if section == "data":
+            assert getattr(data, name) == pytest.approx(value), key
+        elif section == "neuron" and name.startswith("tau_") and name.endswith("_bounds"):
+            for n in neurons:
+                bounds = n._constraints[name.removesuffix("_bounds")]
+                assert (bounds.lo, bounds.hi) == pytest.approx(value), key
+        elif section == "neuron" and name.startswith("tau_"):
+            for n in neurons:
+                tau = n.get(name)
+                bounds = n._constraints[name]
+                assert bounds.lo <= tau.min() <= tau.max() <= bounds.hi, key
+                if homogeneous:
+                    assert torch.allclose(tau, torch.full_like(tau, value), rtol=1e-5), key
+                elif groups.get("init") == "uniform" and "init" not in changed:
+                    spread = cfg.init.spread
+                    assert value * (1 - spread) <= tau.min() <= tau.max() <= value * (1 + spread)
+        elif section == "neuron" and name in neurons[0].parameter_names:
+            for n in neurons:
+                got = n.get(name)
+                assert torch.allclose(got, torch.full_like(got, value), rtol=1e-5), key
+        elif section == "neuron":
+            assert all(getattr(n, name) == pytest.approx(value) for n in neurons), key
+        elif section == "surrogate":
+            got = net.surrogate.beta.item() if name == "beta" else getattr(net.surrogate, name)
+            assert got == pytest.approx(value), key
+        elif section == "init":
+            assert getattr(neurons[0].tau_init, name) == pytest.approx(value), key
+        elif key == "model.network.hidden":
+            assert [n.size for n in neurons] == value
+        elif key == "model.network.recurrent":
+            assert [layer.rec is not None for layer in net.layers] == [value] * len(neurons)
+        elif key == "model.network.decoding":
+            assert net.decoding == value
+        elif key in ("model.network.readout_tau_mem", "model.network.readout_tau_syn"):
+            decay = getattr(net.readout, "a_" + key.rsplit("_", 1)[1])
+            assert decay.item() == pytest.approx(math.exp(-net.dt / value), rel=1e-6), key
+        elif key == "weight_init.scale":
+            # weights ~ N(0, (scale / sqrt(fan_in))^2): the sample std, to 5 standard errors
+            for w in [layer.fc.weight for layer in net.layers] + [net.readout_fc.weight]:
+                ratio = w.std().item() * math.sqrt(w.shape[1]) / value
+                assert abs(ratio - 1) < 5 / math.sqrt(2 * w.numel()), (key, ratio)
+        elif key == "model.optimizer._target_":
+            module, cls = value.rsplit(".", 1)
+            assert type(optimizer) is getattr(importlib.import_module(module), cls), key
+        elif key == "model.optimizer.lr":
+            assert lr["weights"] == pytest.approx(value)
+        elif key == "model.optimizer.betas":
+            assert list(optimizer.param_groups[0]["betas"]) == pytest.approx(value)
+        elif key == "model.neuron_lr":
+            assert model.neuron_lr == pytest.approx(value)
+            assert all(v == pytest.approx(value) for g, v in lr.items() if g != "weights")
+        elif key in ("model.reg_l1", "model.reg_l2", "model.reg_l2_bound"):
+            assert model.reg[key.removeprefix("model.reg_")] == pytest.approx(value), key
+        elif section == "trainer":
+            assert cfg.trainer[name] == value, key
+        else:
+            raise AssertionError(f"{experiment}: no check for {key!r}")
+    return model
+
+
+def overridden(overrides):
+    """Keys and groups that test overrides change (so the preset's own value is not there)."""
+    return {o.split("=", 1)[0] for o in overrides}
+
+
+# -- presets build what they say, and a few steps on one batch lower the loss ----------------
 @pytest.mark.parametrize("condition", WHY_CONDITIONS)
-def test_why_surrogate_randman_presets_run(make_config, condition):
-    run(make_config, [f"experiment=why_surrogate_randman{condition}", *SMALL_RANDMAN])
+def test_why_surrogate_randman_presets(make_config, monkeypatch, condition):
+    experiment = f"why_surrogate_randman{condition}"
+    overrides = [f"experiment={experiment}", *SMALL_RANDMAN]
+    check_preset(make_config(overrides), experiment, overridden(overrides))
+    _, losses = run(make_config, overrides, monkeypatch)
+    if condition == "_true_gradient_spiking_readout":
+        assert len(set(losses)) == 1, losses  # every gradient is zero: nothing learns
+    else:
+        assert learns(losses), losses
 
 
 @pytest.mark.parametrize("condition", ["", "_smooth"])
-def test_why_surrogate_mnist_presets_run(make_config, mnist_dir, condition):
-    run(
-        make_config,
-        [
-            f"experiment=why_surrogate_mnist{condition}",
-            f"data.data_dir={mnist_dir}",
-            "data.download=false",
-            "data.batch_size=16",
-            "data.val_size=16",
-        ],
-    )
+def test_why_surrogate_mnist_presets(make_config, mnist_dir, monkeypatch, condition):
+    experiment = f"why_surrogate_mnist{condition}"
+    overrides = [
+        f"experiment={experiment}",
+        f"data.data_dir={mnist_dir}",
+        "data.download=false",
+        "data.batch_size=16",
+        "data.val_size=16",
+    ]
+    check_preset(make_config(overrides), experiment, overridden(overrides))
+    _, losses = run(make_config, overrides, monkeypatch)
+    assert learns(losses), losses
 
 
-def test_if_mnist_preset_runs_and_its_if_layers_spike(make_config, mnist_dir):
-    cfg = make_config(
-        [
-            "experiment=if_mnist",
-            f"data.data_dir={mnist_dir}",
-            "data.download=false",
-            "data.batch_size=16",
-            "data.val_size=16",
-            *FAST,
-        ]
-    )
-    assert cfg.neuron._target_.endswith(".IF") and cfg.model.network.decoding == "spike_rate"
-    assert cfg.data.encoding._target_.endswith("IFEncoder") and cfg.surrogate.beta == 100
-    metrics = train(cfg)
+def test_if_mnist_preset_builds_its_settings_and_its_if_layers_spike(
+    make_config, mnist_dir, monkeypatch
+):
+    overrides = [
+        "experiment=if_mnist",
+        f"data.data_dir={mnist_dir}",
+        "data.download=false",
+        "data.batch_size=16",
+        "data.val_size=16",
+    ]
+    check_preset(make_config(overrides), "if_mnist", overridden(overrides))
+    metrics, losses = run(make_config, overrides, monkeypatch)
     assert metrics["train/rate/hidden0"] > 0
+    assert learns(losses), losses
 
 
 @pytest.mark.parametrize("experiment", ["surrogate_sweep", "heterogeneity_randman"])
-def test_randman_study_presets_run(make_config, experiment):
-    run(
-        make_config,
-        [
-            f"experiment={experiment}",
-            *SMALL_RANDMAN,
-            "init=heterogeneous",
-            "trainable=[weights,tau_mem,tau_syn]",
-        ],
-    )
+def test_randman_study_presets(make_config, monkeypatch, experiment):
+    overrides = [
+        f"experiment={experiment}",
+        *SMALL_RANDMAN,
+        "init=heterogeneous",
+        "trainable=[weights,tau_mem,tau_syn]",
+    ]
+    model = check_preset(make_config(overrides), experiment, overridden(overrides))
+    assert set(model.network.parameter_groups()) == {"weights", "tau_mem", "tau_syn"}
+    _, losses = run(make_config, overrides, monkeypatch)
+    assert learns(losses), losses
 
 
 @pytest.mark.parametrize(
@@ -109,18 +297,20 @@ def test_randman_study_presets_run(make_config, experiment):
         ("shd_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),
     ],
 )
-def test_shd_study_presets_run_on_generated_files(make_config, shd_dir, experiment, overrides):
-    metrics = run(
-        make_config,
-        [
-            f"experiment={experiment}",
-            f"data.data_dir={shd_dir}",
-            "data.download=false",
-            "data.batch_size=8",
-            *overrides,
-        ],
-    )
+def test_shd_study_presets_on_generated_files(
+    make_config, shd_dir, monkeypatch, experiment, overrides
+):
+    overrides = [
+        f"experiment={experiment}",
+        f"data.data_dir={shd_dir}",
+        "data.download=false",
+        "data.batch_size=8",
+        *overrides,
+    ]
+    check_preset(make_config(overrides), experiment, overridden(overrides))
+    metrics, losses = run(make_config, overrides, monkeypatch)
     assert "train/rate/hidden0" in metrics
+    assert learns(losses), losses
 
 
 def test_shd_spytorch_has_the_tutorial_settings():
@@ -264,8 +454,8 @@ def test_smooth_forward_network_gradient_matches_finite_differences():
     assert not ((z == 0) | (z == 1)).all() and (z >= 0).all() and (z <= 1).all()
 
 
-def test_smooth_forward_rates_and_regularisers_stay_finite(make_config):
-    metrics = run(
+def test_smooth_forward_rates_and_regularisers_stay_finite(make_config, monkeypatch):
+    metrics, losses = run(
         make_config,
         [
             "experiment=why_surrogate_randman_smooth",
@@ -273,9 +463,11 @@ def test_smooth_forward_rates_and_regularisers_stay_finite(make_config):
             "model.reg_l1=1e-3",
             "model.reg_l2=1e-3",
         ],
+        monkeypatch,
     )
     assert 0 < metrics["train/rate/hidden0"] <= 1000  # spikes/s with dt = 1 ms: <= 1 per step
     assert math.isfinite(metrics["train/loss_epoch"])
+    assert learns(losses), losses
 
 
 # -- the adLIF neuron ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import importlib
 import json
 import sys
 
+import optuna
 import pytest
 import torch
 import yaml
@@ -28,6 +29,10 @@ QUICK = [
     "logger=csv",
     "callbacks.progress_bar.refresh_rate=0",
 ]
+
+
+#: the stored readout weights (rows in units of their initial scale: weight_init.relative_lr)
+READOUT_WEIGHT = "network.readout_fc.parametrizations.weight.original"
 
 
 def outcome(job_dir):
@@ -74,19 +79,40 @@ def test_parallel_list_sweep_runs_every_job_and_reports_the_diverged_ones(tmp_pa
     assert (sweep / "summary.png").stat().st_size > 0
 
 
+def random_draws(trials, order, seed=0):
+    """The parameters Optuna's random sampler (seeded as the study's TPE sampler seeds its own)
+    draws for ``trials`` when asked for their distributions in the sweeper's ``order``: what
+    each trial would have had if TPE had never taken over from its random start-up trials."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    draws = []
+    for trial in trials:
+        replay = study.ask({name: trial.distributions[name] for name in order})
+        draws.append(replay.params)
+        study.tell(replay, trial.values[0] if trial.values else None, state=trial.state)
+    return draws
+
+
 def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp_path):
-    """Four trials; the search space also draws weight_init.scale 7 or 1e38 (a sure divergence)."""
+    """Five trials, TPE after the first completed one; the search space also draws
+    weight_init.scale 7 or 1e38 (a sure divergence). The study is kept in a database, to be read
+    back."""
     sweep = tmp_path / "sweep"
-    result = run_train_cli(
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = [
         "hparams_search=optuna",
-        *QUICK,
-        "hydra.sweeper.n_trials=4",
         "weight_init=scaled",
         '+hydra.sweeper.params={weight_init.scale:"choice(7.0,1e38)"}',
+    ]
+    result = run_train_cli(
+        *search,
+        *QUICK,
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.sampler.n_startup_trials=1",
+        f"hydra.sweeper.storage={storage}",
         f"hydra.sweep.dir={sweep}",
     )
-    trials = [outcome(sweep / str(n)) for n in range(4)]
-    assert not (sweep / "4").exists()
+    trials = [outcome(sweep / str(n)) for n in range(5)]
+    assert not (sweep / "5").exists()
     scales = [
         float(summarize_sweep.parse_overrides(t["overrides"])["weight_init.scale"]) for t in trials
     ]
@@ -94,9 +120,31 @@ def test_optuna_search_goes_on_past_diverged_trials_and_maximises_the_metric(tmp
         assert trial["status"] == ("ok" if scale == 7.0 else "failed")
         if scale != 7.0:
             assert trial["reason"].startswith("NonFiniteLossError")
-    assert 0 < scales.count(7.0) < 4  # with sampler seed 0: both kinds of trial
+    assert 0 < scales.count(7.0) < 5  # with sampler seed 0: both kinds of trial
     assert result.returncode == 1  # the study finished, and says that trials failed
     assert "jobs did not finish" in result.stderr
+
+    # TPE counts only completed trials: until one has completed, the random sampler draws
+    # (the same values a plain random sampler gives); after that TPE does (other values)
+    study = optuna.load_study(study_name="train", storage=storage)
+    stored = study.get_trials()
+    assert [t.number for t in stored] == list(range(5))
+    assert [t.state.name for t in stored] == [
+        "COMPLETE" if t["status"] == "ok" else "FAIL" for t in trials
+    ]
+    for trial, job in zip(stored, trials, strict=True):  # the study holds what the jobs ran
+        ran = summarize_sweep.parse_overrides(job["overrides"])
+        assert {k: float(ran[k]) for k in trial.params} == pytest.approx(trial.params)
+    completed_before = [sum(t["status"] == "ok" for t in trials[:n]) for n in range(5)]
+    by_tpe = [n >= 1 for n in completed_before]
+    assert any(by_tpe) and not all(by_tpe)
+    order = list(hydra_config(search).sweeper.params)  # the order the sweeper asks in
+    assert len(order) == 5
+    for trial, draw, tpe in zip(stored, random_draws(stored, order), by_tpe, strict=True):
+        if tpe:
+            assert trial.params != draw, trial.number
+        else:
+            assert trial.params == draw, trial.number
 
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     done = [t for t in trials if t["status"] == "ok"]
@@ -204,6 +252,62 @@ def test_summary_of_a_directory_without_jobs_fails_clearly(tmp_path, capsys):
     assert "expected job directories" in capsys.readouterr().err
 
 
+def last_step(job_dir):
+    last = job_dir / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def trained_epochs(job_dir):
+    """Epochs with a training loss in the job's csv/metrics.csv (rewritten by each run of the
+    job): a resumed run trains only the epochs after its checkpoint, a fresh one epoch 0 too."""
+    rows = csv.DictReader((job_dir / "csv" / "metrics.csv").open())
+    return {int(row["epoch"]) for row in rows if row["train/loss_epoch"]}
+
+
+def test_ckpt_path_last_in_a_multirun_resumes_each_job_from_its_own_checkpoint(tmp_path):
+    """The same two-job sweep run again (longer) with ckpt_path=last: each job continues from
+    its own checkpoints/last.ckpt, whose weights differ between the jobs (seeds 0 and 1)."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *QUICK, "seed=0,1", "ckpt_path=last", f"hydra.sweep.dir={sweep}"]
+    first = run_train_cli(*common, "trainer.max_epochs=1", "test=false")
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = {
+        job: torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)
+        for job in ("0", "1")
+    }
+    assert not torch.equal(
+        saved["0"]["state_dict"][READOUT_WEIGHT],
+        saved["1"]["state_dict"][READOUT_WEIGHT],
+    )
+    second = run_train_cli(*common, "trainer.max_epochs=2", "test=false")
+    assert second.returncode == 0, second.stderr[-3000:]
+    for job in ("0", "1"):
+        log = (sweep / job / "train.log").read_text()
+        afresh = log.index("ckpt_path=last: no last.ckpt yet, starting afresh")
+        resumed = log.index(f"ckpt_path=last: {sweep / job / 'checkpoints' / 'last.ckpt'}\n")
+        assert afresh < resumed and log.count("ckpt_path=last:") == 2
+        assert saved[job]["global_step"] == 1 and last_step(sweep / job) == 2
+        assert trained_epochs(sweep / job) == {1}  # the second run trained epoch 1 only
+
+
+def test_a_requeued_job_under_submitit_resumes_from_its_last_checkpoint(tmp_path):
+    """What a SLURM requeue does: the job runs again in its own directory. Here a one-job
+    sweep stops after one epoch; rerun with submitit's local executor (its own process, like a
+    SLURM job), ckpt_path=last continues it from checkpoints/last.ckpt."""
+    sweep = tmp_path / "sweep"
+    common = ["-m", *QUICK, "seed=3", "ckpt_path=last", "test=false", f"hydra.sweep.dir={sweep}"]
+    first = run_train_cli(*common, "trainer.max_epochs=1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert last_step(sweep / "0") == 1
+    requeued = run_train_cli(*common, "hydra/launcher=submitit_local", "trainer.max_epochs=2")
+    assert requeued.returncode == 0, requeued.stderr[-3000:]
+    assert any((sweep / ".submitit").iterdir())  # submitit ran the job
+    log = (sweep / "0" / "train.log").read_text()
+    assert f"ckpt_path=last: {sweep / '0' / 'checkpoints' / 'last.ckpt'}" in log
+    assert last_step(sweep / "0") == 2
+    assert trained_epochs(sweep / "0") == {1}  # the requeued run trained epoch 1 only
+
+
 @pytest.mark.slow
 def test_a_rerun_job_resumes_from_its_own_last_checkpoint_under_submitit(tmp_path):
     """What a SLURM requeue does, with submitit's local executor: the same job directory again.
@@ -223,3 +327,4 @@ def test_a_rerun_job_resumes_from_its_own_last_checkpoint_under_submitit(tmp_pat
         last = sweep / job / "checkpoints" / "last.ckpt"
         checkpoint = torch.load(last, map_location="cpu", weights_only=True)
         assert checkpoint["global_step"] == 2  # two epochs of one batch
+        assert trained_epochs(sweep / job) == {1}  # the rerun trained epoch 1 only
