@@ -28,6 +28,17 @@ def compose_config(overrides: list[str] = (), output_dir: Path | None = None):
     return cfg
 
 
+def flat(node, prefix=""):
+    """``{"trainer.max_epochs": 2, ...}`` of a nested dict."""
+    items = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
 def run_train_cli(*args: str, timeout: float = 300, env: dict | None = None):
     """``python train.py *args`` from the repository root; the completed process."""
     return subprocess.run(

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from spikelight.module import SpikingClassifier
 from spikelight.train import train
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, compose_config, flat
 
 CONF = REPO_ROOT / "conf"
 
@@ -123,17 +123,6 @@ def test_run_groups_instantiate(group, tmp_path):
         cfg = compose_config([override], output_dir=tmp_path)
         for entry in (cfg[group] or {}).values():
             hydra.utils.instantiate(entry)
-
-
-def flat(node, prefix=""):
-    """``{"trainer.max_epochs": 2, ...}`` of a nested dict."""
-    items = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            items.update(flat(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
 
 
 @pytest.mark.parametrize("option", options("debug"))

@@ -23,7 +23,7 @@ from spikelight.surrogates import Heaviside, Logistic, SuperSpike
 from spikelight.train import train
 from spikelight.validation import ConfigError, validate_config
 from spikelight.weight_init import ScaledNormal
-from tests.conftest import REPO_ROOT, compose_config
+from tests.conftest import REPO_ROOT, compose_config, flat
 from tests.data_fixtures import MNIST_FILES, make_idx_files, make_shd_files, md5_of
 
 SHORT_STEPS = 4
@@ -85,16 +85,6 @@ def learns(losses):
 
 
 # -- what a preset's yaml says, checked on what it builds ----------------------------------------
-def flat(node, prefix=""):
-    items = {}
-    for key, value in node.items():
-        if isinstance(value, dict):
-            items.update(flat(value, f"{prefix}{key}."))
-        else:
-            items[f"{prefix}{key}"] = value
-    return items
-
-
 def preset(experiment):
     """``(group choices, values)`` that an experiment's yaml sets, its parents' included."""
     raw = yaml.safe_load((CONF / "experiment" / f"{experiment}.yaml").read_text())
