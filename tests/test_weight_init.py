@@ -231,3 +231,12 @@ def test_the_config_check_names_a_bad_weight_init_before_anything_runs(override,
 
     with pytest.raises(ConfigError, match=re.escape(key)):
         validate_config(compose_config([override]))
+
+
+def test_a_preset_key_of_another_weight_init_option_is_named_with_its_fix():
+    from spikelight.validation import ConfigError, validate_config
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=heterogeneity_randman", "weight_init=fluctuation"])
+    with pytest.raises(ConfigError, match=r"'scale'.*~weight_init\.<key>"):
+        validate_config(cfg)

@@ -341,7 +341,14 @@ def _check_weight_init(check: _Checker) -> None:
     except ValueError as err:
         check.problems.append(str(err))
     except InstantiationException as err:
-        check.problems.append(str(err.__cause__ or err))
+        cause = err.__cause__ or err
+        if isinstance(cause, TypeError):  # a key of another weight_init option, e.g. a preset's
+            option = str(check.get("weight_init._target_")).rsplit(".", 1)[-1]
+            cause = (
+                f"weight_init: {cause} ({option} has no such key; a preset may set a key of "
+                "another weight_init option: drop it with ~weight_init.<key>)"
+            )
+        check.problems.append(str(cause))
 
 
 def _check_surrogate_switches(check: _Checker) -> None:
