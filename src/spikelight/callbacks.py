@@ -20,6 +20,7 @@ from spikelight.images import line_plot, spike_raster
 from spikelight.module import layer_activity
 from spikelight.network import SpikingNetwork, selected_names
 from spikelight.neurons.base import Neuron
+from spikelight.weight_init import ScaledNormal
 
 log = logging.getLogger(__name__)
 
@@ -261,6 +262,16 @@ class HParamsSummary(L.Callback):
                 return
 
 
+#: (state, weight_init=scaled) -> the config keys that move a layer out of that state
+ACTIVITY_FIXES = {
+    ("saturated", False): "raise weight_init.xi or lower weight_init.mu_u, or raise "
+    "neuron.threshold",
+    ("saturated", True): "lower weight_init.scale, or raise neuron.threshold",
+    ("silent", False): "lower weight_init.xi or raise weight_init.mu_u, or lower neuron.threshold",
+    ("silent", True): "raise weight_init.scale, or lower neuron.threshold",
+}
+
+
 class ActivityCheck(L.Callback):
     """Warn once, at the first validation, about each saturated or silent spiking layer.
 
@@ -303,29 +314,14 @@ class ActivityCheck(L.Callback):
                 writer.add_text("warnings/activity", message, trainer.global_step)
 
     def _verdict(self, pl_module, layer: str, rate: float, silent: float) -> str | None:
-        scaled = not hasattr(pl_module.network.weight_init, "xi")
         if rate > self.max_rate:
-            state, fix = (
-                "saturated",
-                (
-                    "lower weight_init.scale"
-                    if scaled
-                    else "raise weight_init.xi or lower weight_init.mu_u"
-                )
-                + ", or raise neuron.threshold",
-            )
+            state = "saturated"
         elif silent > self.max_silent:
-            state, fix = (
-                "silent",
-                (
-                    "raise weight_init.scale"
-                    if scaled
-                    else "lower weight_init.xi or raise weight_init.mu_u"
-                )
-                + ", or lower neuron.threshold",
-            )
+            state = "silent"
         else:
             return None
+        scaled = isinstance(pl_module.network.weight_init, ScaledNormal)
+        fix = ACTIVITY_FIXES[state, scaled]
         return (
             f"layer {layer} is {state} at the first validation: {rate:.1f} spikes/s per neuron, "
             f"{silent:.0%} of its neurons silent (limits: {self.max_rate:g} spikes/s, "

@@ -42,7 +42,7 @@ def rate_regularizer(
     return loss
 
 
-def layer_activity(spikes: torch.Tensor, dt: float) -> tuple[float, float]:
+def layer_activity(spikes: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rate, silent)`` of one layer's spikes ``[T, B, N]``: spikes per neuron per second,
     and the fraction of its neurons with no spike in the batch."""
     z = spikes.detach().float()

@@ -27,6 +27,7 @@ from spikelight.devices import claims_gpu
 from spikelight.network import DECODINGS, TIME_LOOPS, WEIGHT_SELECTIONS, selected_names
 from spikelight.neurons.adlif import DISCRETIZATIONS
 from spikelight.neurons.base import RESET_MODES
+from spikelight.weight_init import FluctuationDriven
 
 _ABSENT = object()
 TIME_CONSTANTS = ("tau_mem", "tau_syn", "tau_adapt")
@@ -336,7 +337,7 @@ def _check_weight_init(check: _Checker) -> None:
     try:
         weight_init = hydra.utils.instantiate(check.cfg.weight_init)
         dt = check.get("neuron.dt")
-        if hasattr(weight_init, "spike_probability") and _is_number(dt) and dt > 0:
+        if isinstance(weight_init, FluctuationDriven) and _is_number(dt) and dt > 0:
             weight_init.spike_probability(dt)
     except ValueError as err:
         check.problems.append(str(err))
