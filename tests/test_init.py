@@ -199,12 +199,12 @@ def test_init_options_build_those_initialisers(option, cls, setting):
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: Gamma(0.0), "init.shape"),
-        (lambda: LogNormal(-1.0), "init.sigma"),
-        (lambda: Uniform(1.0), "init.spread"),
-        (lambda: Uniform(0.0), "init.spread"),
-        (lambda: Gamma()(float("nan"), 3), "finite and > 0"),
-        (lambda: Uniform()(-1e-3, 3), "finite and > 0"),
+        (lambda: Gamma(0.0), "shape=0.0: expected a finite number > 0"),
+        (lambda: LogNormal(-1.0), "sigma=-1.0: expected a finite number > 0"),
+        (lambda: Uniform(1.0), r"spread=1.0: expected a number in \(0, 1\)"),
+        (lambda: Uniform(0.0), r"spread=0.0: expected a number in \(0, 1\)"),
+        (lambda: Gamma()(float("nan"), 3), "mean=nan: expected a finite number > 0"),
+        (lambda: Uniform()(-1e-3, 3), "mean=-0.001: expected a finite number > 0"),
     ],
 )
 def test_bad_settings_are_rejected(make, match):

@@ -168,14 +168,15 @@ def test_detach_reset_changes_gradient_only_when_reset_acts():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"reset": "soft"}, "neuron.reset"),
-        ({"tau_mem": -1.0}, "neuron.tau_mem"),
-        ({"tau_mem": 0.9}, "tau_mem_bounds"),
-        ({"tau_syn": 0.5e-3}, "neuron.tau_syn"),
-        ({"threshold": 0.0}, "neuron.threshold"),
-        ({"dt": float("nan")}, "neuron.dt"),
-        ({"trainable": ["tau_adapt"]}, "tau_adapt"),
-        ({"trainable": ["v_reset"], "reset": "subtract"}, "neuron.reset=zero"),
+        ({"reset": "soft"}, "reset='soft': expected one of"),
+        ({"tau_mem": -1.0}, "tau_mem=-1.0: expected a finite number > 0"),
+        ({"tau_mem": 0.9}, r"tau_mem_bounds=\(0.001, 0.5\): expected \[min, max\] around"),
+        ({"tau_syn": 0.5e-3}, "tau_syn_bounds"),
+        ({"tau_syn": 2e-3, "dt": 2e-3}, "dt=0.002: expected a step shorter than tau_syn"),
+        ({"threshold": 0.0}, "threshold=0.0: expected a finite number > 0"),
+        ({"dt": float("nan")}, "dt=nan: expected"),
+        ({"trainable": ["tau_adapt"]}, r"trainable=\['tau_adapt'\]: expected parameters of"),
+        ({"trainable": ["v_reset"], "reset": "subtract"}, "reset='subtract': expected 'zero'"),
     ],
 )
 def test_bad_parameters_are_rejected(kwargs, match):

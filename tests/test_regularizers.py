@@ -125,5 +125,5 @@ def test_training_loss_adds_the_configured_regularizers_and_evaluation_does_not(
 
 @pytest.mark.parametrize("name", ["reg_l1", "reg_l2", "reg_l2_bound"])
 def test_negative_regularizer_settings_are_rejected(name):
-    with pytest.raises(ValueError, match=f"model.{name} must be >= 0"):
+    with pytest.raises(ValueError, match=f"^{name}=-0.001: expected a finite number >= 0"):
         classifier(**{name: -1e-3})

@@ -92,7 +92,7 @@ def test_alif_adaptation_time_constant_learns():
 def test_unknown_or_missing_parameter_is_rejected():
     with pytest.raises(ValueError, match="tau_adapt"):
         network(["weights", "tau_adapt"])  # LIF has no adaptation
-    with pytest.raises(ValueError, match="trainable selects nothing"):
+    with pytest.raises(ValueError, match=r"trainable=\[\]: expected at least one name"):
         network([])
 
 

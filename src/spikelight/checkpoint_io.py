@@ -5,6 +5,7 @@ system temp directory; when that is another file system, the final move is a pla
 checkpoint path, so a crash mid-copy leaves a truncated ``last.ckpt``. Here the bytes go to a
 temporary file next to the target, are flushed to disk, and replace it with ``os.replace``
 (:func:`spikelight.atomic.atomic_output`). Remote paths (``s3://`` ...) keep Lightning's behaviour.
+:func:`validate_checkpoint` checks a checkpoint to resume or test before any loop starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from spikelight.atomic import atomic_output
+from spikelight.checks import ConfigError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -32,3 +34,53 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, buffer)  # serialise fully before touching the file system
         with atomic_output(path) as out:
             out.write(buffer.getbuffer())
+
+
+def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
+    """Raise :class:`ConfigError` unless ``path`` loads safely and matches ``model``'s weights.
+
+    Loads with ``weights_only=True`` (no code from the file runs) and compares its
+    ``state_dict`` keys and shapes with the model's.
+    """
+    key = "ckpt_path"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            [
+                f"{key}={str(path)!r}: expected a checkpoint that loads with weights_only=True "
+                f"({reason})"
+            ]
+        ) from None
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ConfigError(
+            [f"{key}={str(path)!r}: expected a Lightning checkpoint with a 'state_dict'"]
+        )
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} (model: {tuple(expected[name].shape)})"
+        for name in sorted(set(state) & set(expected))
+        if tuple(getattr(state[name], "shape", ())) != tuple(expected[name].shape)
+    ]
+    details = []
+    for label, names in (("missing", missing), ("unexpected", unexpected)):
+        if names:
+            details.append(f"{label} keys {_abbreviate(names)}")
+    if mismatched:
+        details.append(f"mismatched shapes {_abbreviate(mismatched)}")
+    if details:
+        raise ConfigError(
+            [
+                f"{key}={str(path)!r}: expected a checkpoint of this model "
+                f"(same neuron and layer sizes); " + "; ".join(details)
+            ]
+        )
+
+
+def _abbreviate(items: list[str], limit: int = 6) -> str:
+    shown = ", ".join(items[:limit])
+    return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"

@@ -13,6 +13,9 @@ import math
 
 import torch
 
+from spikelight import checks
+from spikelight.checks import ArgumentError
+
 
 class TimeConstantInit:
     """Callable ``init(mean, size) -> tensor`` of per-neuron time constants (seconds)."""
@@ -21,9 +24,9 @@ class TimeConstantInit:
         raise NotImplementedError
 
     def __call__(self, mean: float, size: int) -> torch.Tensor:
-        if not (math.isfinite(mean) and mean > 0):
-            raise ValueError(f"time constant must be finite and > 0, got {mean!r}")
-        return self.sample(float(mean), int(size)).to(torch.get_default_dtype())
+        return self.sample(checks.positive("mean", mean), checks.positive_int("size", size)).to(
+            torch.get_default_dtype()
+        )
 
 
 class Homogeneous(TimeConstantInit):
@@ -40,9 +43,7 @@ class Gamma(TimeConstantInit):
     """Gamma with shape ``k`` and mean ``mean`` (scale ``mean / k``); k = 3 as Perez-Nieves."""
 
     def __init__(self, shape: float = 3.0) -> None:
-        if not shape > 0:
-            raise ValueError(f"init.shape must be > 0, got {shape!r}")
-        self.shape = float(shape)
+        self.shape = checks.positive("shape", shape)
 
     def sample(self, mean, size):
         k = torch.full((size,), self.shape, dtype=torch.float64)
@@ -56,9 +57,7 @@ class LogNormal(TimeConstantInit):
     """Log-normal with log-space standard deviation ``sigma`` and mean ``mean``."""
 
     def __init__(self, sigma: float = 0.5) -> None:
-        if not sigma > 0:
-            raise ValueError(f"init.sigma must be > 0, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = checks.positive("sigma", sigma)
 
     def sample(self, mean, size):
         mu = math.log(mean) - self.sigma**2 / 2
@@ -72,8 +71,8 @@ class Uniform(TimeConstantInit):
     """Uniform on ``[mean * (1 - spread), mean * (1 + spread)]``, ``0 < spread < 1``."""
 
     def __init__(self, spread: float = 0.5) -> None:
-        if not 0 < spread < 1:
-            raise ValueError(f"init.spread must be in (0, 1), got {spread!r}")
+        if not (checks.is_number(spread) and 0 < spread < 1):
+            raise ArgumentError("spread", spread, "a number in (0, 1)")
         self.spread = float(spread)
 
     def sample(self, mean, size):

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from spikelight import checks
 from spikelight.network import NetworkOutput, SpikingNetwork
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,13 @@ class SpikingClassifier(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if neuron_lr is not None and not neuron_lr > 0:
-            raise ValueError(f"model.neuron_lr must be > 0 (or null), got {neuron_lr!r}")
+        lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's own lr
+        if lr is not None:
+            checks.positive("optimizer.lr", lr)
+        if neuron_lr is not None:
+            checks.positive("neuron_lr", neuron_lr)
         for name, value in (("reg_l1", reg_l1), ("reg_l2", reg_l2), ("reg_l2_bound", reg_l2_bound)):
-            if not value >= 0:
-                raise ValueError(f"model.{name} must be >= 0, got {value!r}")
+            checks.non_negative(name, value)
         self.network = network
         # compiled as a function, not a wrapped module, so checkpoint keys stay the same
         self._compiled_network = torch.compile(network.forward) if compile else None

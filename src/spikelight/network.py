@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from spikelight import checks
+from spikelight.checks import ArgumentError
 from spikelight.neurons.base import Neuron
 from spikelight.neurons.fused import Events, leaky_integrate, project, project_spikes, run_fused
 from spikelight.surrogates import Surrogate
@@ -51,8 +53,10 @@ class LeakyReadout(nn.Module):
     def __init__(self, size: int, dt: float, tau_mem: float, tau_syn: float) -> None:
         super().__init__()
         for name, tau in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
-            if not (math.isfinite(tau) and tau > dt):
-                raise ValueError(f"model.readout_{name}={tau!r} must be finite and > dt={dt!r}")
+            if checks.positive(f"readout_{name}", tau) <= dt:
+                raise ArgumentError(
+                    f"readout_{name}", tau, f"a time constant longer than dt={dt:g} s"
+                )
         self.size = size
         self.dt = dt
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
@@ -169,22 +173,20 @@ class SpikingNetwork(nn.Module):
     ) -> None:
         super().__init__()
         hidden = list(hidden)
-        for name, value in (("num_inputs", num_inputs), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        checks.positive_int("num_inputs", num_inputs)
+        checks.positive_int("num_classes", num_classes)
         if not hidden or any(
             isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in hidden
         ):
-            raise ValueError(
-                f"model.hidden must be a non-empty list of positive sizes, got {hidden}"
-            )
-        if decoding not in DECODINGS:
-            raise ValueError(f"model.decoding must be one of {DECODINGS}, got {decoding!r}")
-        if time_loop not in TIME_LOOPS:
-            raise ValueError(f"model.time_loop must be one of {TIME_LOOPS}, got {time_loop!r}")
+            raise ArgumentError("hidden", hidden, "a non-empty list of layer sizes >= 1")
+        checks.choice("decoding", decoding, DECODINGS)
+        checks.choice("time_loop", time_loop, TIME_LOOPS)
+        checks.boolean("recurrent", recurrent)
         trainable = selected_names(trainable)
         if not trainable:
-            raise ValueError("trainable selects nothing: choose e.g. trainable=[weights]")
+            raise ArgumentError(
+                "trainable", sorted(trainable), "at least one name, e.g. trainable=[weights]"
+            )
         neuron_trainable = trainable - set(WEIGHT_SELECTIONS)
 
         self.decoding = decoding

@@ -39,6 +39,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from spikelight import checks
+from spikelight.checks import ArgumentError
+
 
 class _SpikeFunction(torch.autograd.Function):
     """Heaviside forward; backward from the owning surrogate's analytic derivative."""
@@ -75,16 +78,9 @@ class Surrogate(nn.Module):
 
     def __init__(self, beta: float, learn_beta: bool = False, smooth_forward: bool = False) -> None:
         super().__init__()
-        if not (isinstance(beta, int | float) and math.isfinite(beta) and beta > 0):
-            raise ValueError(
-                f"surrogate.beta must be a finite number > 0, got {beta!r} "
-                f"for {type(self).__name__}"
-            )
-        if not isinstance(smooth_forward, bool):
-            raise ValueError(
-                f"surrogate.smooth_forward must be true or false, got {smooth_forward!r}"
-            )
-        self._fixed_beta = float(beta)
+        self._fixed_beta = checks.positive("beta", beta)
+        checks.boolean("learn_beta", learn_beta)
+        checks.boolean("smooth_forward", smooth_forward)
         self.log_beta = nn.Parameter(torch.tensor(math.log(beta))) if learn_beta else None
         #: plain bool: True when the forward pass is the smooth step, not a spike
         self.smooth_forward = smooth_forward
@@ -217,11 +213,11 @@ class Heaviside(Surrogate):
     def __init__(
         self, beta: float = 1.0, learn_beta: bool = False, smooth_forward: bool = False
     ) -> None:
-        if learn_beta or smooth_forward:
-            raise ValueError(
-                "the heaviside surrogate has no steepness to learn and no smooth step: "
-                "use surrogate.learn_beta=false and surrogate.smooth_forward=false"
-            )
+        for name, value in (("learn_beta", learn_beta), ("smooth_forward", smooth_forward)):
+            if value is not False:
+                raise ArgumentError(
+                    name, value, "false with the heaviside surrogate (no steepness, no smooth step)"
+                )
         super().__init__(beta, learn_beta, smooth_forward)
 
     def derivative(self, x, beta):

@@ -29,11 +29,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spikelight.atomic import atomic_output
-from spikelight.checkpoint_io import AtomicCheckpointIO
+from spikelight.checkpoint_io import AtomicCheckpointIO, validate_checkpoint
 from spikelight.devices import claim_device, claims_gpu
 from spikelight.faults import CheckpointOnInterrupt, FiniteLossGuard, NonFiniteLossError
 from spikelight.resolvers import register_resolvers
-from spikelight.validation import validate_checkpoint, validate_config
+from spikelight.validation import validate_config
 
 register_resolvers()  # before any config is resolved
 log = logging.getLogger(__name__)

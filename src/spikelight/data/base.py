@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from spikelight import checks
+
 
 def check_positive_int(name: str, value: int) -> int:
-    """Reject sizes such as ``batch_size=0`` with an error that names the key."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
-    return int(value)
+    """Reject sizes such as ``batch_size=0`` with an error that names the argument."""
+    return checks.positive_int(name, int(value) if isinstance(value, np.integer) else value)
 
 
 class SpikeDataModule(L.LightningDataModule):
@@ -52,9 +52,7 @@ class SpikeDataModule(L.LightningDataModule):
         super().__init__()
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.num_steps = check_positive_int("num_steps", num_steps)
-        if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers!r}")
-        self.num_workers = num_workers
+        self.num_workers = checks.non_negative_int("num_workers", num_workers)
         self.seed = seed
         self.pin_memory = pin_memory
         self.train_set: Dataset | None = None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from spikelight import checks
+from spikelight.checks import ArgumentError
 from spikelight.constraints import Interval
-from spikelight.neurons.base import Neuron, _positive_finite
+from spikelight.neurons.base import Neuron
 
 DISCRETIZATIONS = ("euler", "symplectic")
 
@@ -57,23 +59,17 @@ class AdLIF(Neuron):
         tau_init=None,
     ):
         super().__init__(size, surrogate, trainable, dt, reset, detach_reset, tau_init)
-        if discretization not in DISCRETIZATIONS:
-            raise ValueError(
-                f"neuron.discretization must be one of {DISCRETIZATIONS}, got {discretization!r}"
-            )
-        self.discretization = discretization
-        self.adapt_scale = _positive_finite("adapt_scale", adapt_scale)
+        self.discretization = checks.choice("discretization", discretization, DISCRETIZATIONS)
+        self.adapt_scale = checks.positive("adapt_scale", adapt_scale)
         self.add_time_constant("tau_mem", tau_mem, tau_mem_bounds)
         self.add_time_constant("tau_adapt", tau_adapt, tau_adapt_bounds)
         for name, value, bounds in (
             ("adapt_a", adapt_a, adapt_a_bounds),
             ("adapt_b", adapt_b, adapt_b_bounds),
         ):
-            lo, hi = (float(b) for b in bounds)
-            if not (isinstance(value, int | float) and lo <= value <= hi):
-                raise ValueError(
-                    f"neuron.{name}={value!r} must lie inside neuron.{name}_bounds=[{lo:g}, {hi:g}]"
-                )
+            lo, hi = checks.interval(f"{name}_bounds", bounds)
+            if not (checks.is_number(value) and lo <= value <= hi):
+                raise ArgumentError(name, value, f"a number inside {name}_bounds=[{lo:g}, {hi:g}]")
             self.add_neuron_parameter(name, float(value), Interval(lo, hi))
         self.add_threshold(threshold)
         self.add_voltage("v_reset", v_reset)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spikelight.neurons.base import _positive_finite
+from spikelight import checks
 from spikelight.neurons.lif import LIF
 
 
@@ -34,7 +34,7 @@ class ALIF(LIF):
         """``lif_kwargs``: the :class:`LIF` parameters (dt, tau_mem, threshold, reset, ...)."""
         super().__init__(size, surrogate, trainable, **lif_kwargs)
         self.add_time_constant("tau_adapt", tau_adapt, tau_adapt_bounds)
-        self.adapt_jump = _positive_finite("adapt_jump", adapt_jump)
+        self.adapt_jump = checks.positive("adapt_jump", adapt_jump)
         self.check_trainable()
 
     def coefficients(self):

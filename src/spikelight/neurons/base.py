@@ -9,12 +9,13 @@ buffer otherwise, so optimisers and checkpoints see exactly what the config sele
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
+from spikelight import checks
+from spikelight.checks import ArgumentError
 from spikelight.constraints import Identity, LogInterval, Positive
 from spikelight.init import Homogeneous
 from spikelight.neurons.fused import Dynamics
@@ -22,14 +23,6 @@ from spikelight.surrogates import Surrogate
 
 RESET_MODES = ("zero", "subtract", "none")
 RAW_SUFFIX = "_raw"
-
-
-def _positive_finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"neuron.{name} must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"neuron.{name} must be > 0, got {value!r}")
-    return float(value)
 
 
 class Neuron(nn.Module):
@@ -51,15 +44,11 @@ class Neuron(nn.Module):
         tau_init: Callable[[float, int], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"neuron layer size must be a positive integer, got {size!r}")
-        if reset not in RESET_MODES:
-            raise ValueError(f"neuron.reset must be one of {RESET_MODES}, got {reset!r}")
-        self.size = size
+        self.size = checks.positive_int("size", size)
         self.surrogate = surrogate
-        self.dt = _positive_finite("dt", dt)
-        self.reset = reset
-        self.detach_reset = bool(detach_reset)
+        self.dt = checks.positive("dt", dt)
+        self.reset = checks.choice("reset", reset, RESET_MODES)
+        self.detach_reset = checks.boolean("detach_reset", detach_reset)
         self.tau_init = tau_init if tau_init is not None else Homogeneous()
         self._requested_trainable = set(trainable)
         self._constraints: dict[str, Callable] = {}
@@ -72,7 +61,9 @@ class Neuron(nn.Module):
         try:
             raw = constraint.to_raw(value)
         except ValueError as err:
-            raise ValueError(f"neuron.{name}: {err}") from None
+            raise ArgumentError(
+                name, value.tolist(), f"a value the constraint takes ({err})"
+            ) from None
         if name in self._requested_trainable:
             self.register_parameter(name + RAW_SUFFIX, nn.Parameter(raw))
         else:
@@ -81,43 +72,33 @@ class Neuron(nn.Module):
 
     def add_time_constant(self, name: str, mean: float, bounds: Iterable[float]) -> None:
         """A time constant in seconds, drawn by ``tau_init`` and kept inside ``bounds``."""
-        mean = _positive_finite(name, mean)
-        lo, hi = (float(b) for b in bounds)
-        if not (0 < lo <= mean <= hi):
-            raise ValueError(
-                f"neuron.{name}={mean:g} must lie inside neuron.{name}_bounds=[{lo:g}, {hi:g}]"
-            )
+        mean = checks.positive(name, mean)
+        lo, hi = checks.interval(f"{name}_bounds", bounds, positive_bounds=True)
+        if not lo <= mean <= hi:
+            raise ArgumentError(f"{name}_bounds", bounds, f"[min, max] around {name}={mean:g}")
         if mean <= self.dt:
-            raise ValueError(
-                f"neuron.{name}={mean:g} s must be larger than neuron.dt={self.dt:g} s"
-            )
+            raise ArgumentError("dt", self.dt, f"a step shorter than {name}={mean:g} s")
         values = self.tau_init(mean, self.size).clamp(lo, hi)
         self.add_neuron_parameter(name, values, LogInterval(lo, hi))
 
     def add_threshold(self, value: float) -> None:
-        self.add_neuron_parameter("threshold", _positive_finite("threshold", value), Positive())
+        self.add_neuron_parameter("threshold", checks.positive("threshold", value), Positive())
 
     def add_voltage(self, name: str, value: float) -> None:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"neuron.{name} must be a finite number, got {value!r}")
-        self.add_neuron_parameter(name, float(value), Identity())
+        self.add_neuron_parameter(name, checks.finite(name, value), Identity())
 
     def check_trainable(self) -> None:
         """Call at the end of a subclass ``__init__``: unknown trainable names are errors."""
         unknown = self._requested_trainable - set(self._constraints)
         if unknown:
-            raise ValueError(
-                f"{type(self).__name__} has no parameter(s) {sorted(unknown)} to train; "
-                f"its parameters are {sorted(self._constraints)}"
+            raise ArgumentError(
+                "trainable",
+                sorted(unknown),
+                f"parameters of {type(self).__name__}: {sorted(self._constraints)}",
             )
         if "v_reset" in self._requested_trainable and self.reset != "zero":
-            raise ValueError(
-                f"trainable v_reset has no effect with neuron.reset={self.reset!r}; "
-                "use neuron.reset=zero to train the reset potential"
+            raise ArgumentError(
+                "reset", self.reset, "'zero' when v_reset is trainable (other resets ignore it)"
             )
 
     @property
