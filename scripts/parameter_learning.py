@@ -8,6 +8,7 @@ only, and weights plus per-neuron membrane time constants (``tau_mem``, both lay
 curves (mean and range over seeds) go into one figure:
 
     python scripts/parameter_learning.py          # writes docs/img/parameter_learning.png
+                                                  # and docs/evidence/parameter_learning/*.json
     python scripts/parameter_learning.py --steps 100 --seeds 0 --out /tmp/p.png
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from spikelight.atomic import atomic_output
 from spikelight.network import SpikingNetwork
 from spikelight.neurons import LIF
 from spikelight.surrogates import SuperSpike
@@ -76,6 +80,12 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--tau-mem", type=float, default=10e-3, help="initial tau_mem (s)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs/img/parameter_learning.png")
+    parser.add_argument(
+        "--evidence",
+        type=Path,
+        default=REPO_ROOT / "docs/evidence/parameter_learning",
+        help="folder for one result file per condition (what docs/results.md quotes)",
+    )
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -107,6 +117,18 @@ def main(argv=None) -> None:
         ax.fill_between(steps, losses.min(0).values, losses.max(0).values, alpha=0.25)
         finals = ", ".join(f"{r[-1]:.3f}" for r in runs)
         print(f"| {name} | {mean[-1].item():.3f} | {finals} |")
+        record = {
+            "status": "ok",
+            "metrics": {
+                "final_loss_mean": mean[-1].item(),
+                **{f"final_loss_seed_{s}": r[-1] for s, r in zip(args.seeds, runs, strict=True)},
+            },
+            "command": " ".join(["python scripts/parameter_learning.py", *argv]),
+            "seconds": time.perf_counter() - start,
+        }
+        slug = re.sub(r"\W+", "_", name).strip("_")
+        with atomic_output(args.evidence / f"{slug}.json") as out:
+            out.write(json.dumps(record, indent=2).encode())
     ax.set_yscale("log")
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("MSE of output spike counts")

@@ -1,23 +1,31 @@
 """Figures in the docs equal the result files of the runs they come from.
 
-Any markdown table row in README.md or docs/*.md that links an evidence file
-(``docs/evidence/**/*.json``, a copy of a run's ``metrics.json``) must show, in its columns
-headed ``val/acc_best`` and ``test/acc``, that file's metrics rounded to the digits shown (a
-value may be bold, or in per cent with ``%``). So a figure cannot drift from its run.
+Any markdown table row in README.md or docs/*.md that links an evidence file must agree with it,
+to the digits shown (a value may be bold, or in per cent with ``%``):
+
+- a ``.json`` file (a copy of a run's ``metrics.json``): every column headed by one of its
+  metrics (``val/acc_best``, ``test/acc``, ...) shows that metric;
+- a sweep's ``summary.csv``: the columns headed by a swept override (``surrogate``,
+  ``surrogate.beta``, ``init``) select its finished jobs, and a column headed
+  ``<metric> (mean ± std)`` shows the mean and sample standard deviation over them.
+
+So a figure cannot drift from its run.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import re
+import statistics
 
 import pytest
 
 from tests.conftest import REPO_ROOT
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
-CHECKED_COLUMNS = ("val/acc_best", "test/acc")
-LINK = re.compile(r"\]\(((?:docs/)?evidence/[^)]+\.json)\)")
+LINK = re.compile(r"\]\(((?:docs/)?evidence/[^)]+\.(?:json|csv))\)")
+MEAN_STD = re.compile(r"^(?P<metric>\S+) \(mean ± std\)$")
 
 
 def evidence_rows():
@@ -58,14 +66,32 @@ def test_the_docs_link_evidence():
 @pytest.mark.parametrize("doc, line, row, path", ROWS, ids=[f"{r[0]}:{r[1]}" for r in ROWS])
 def test_each_figure_equals_its_evidence_file(doc, line, row, path):
     assert path.is_file(), f"{doc}:{line} links {path}, which does not exist"
-    record = json.loads(path.read_text())
-    assert record["status"] == "ok"
-    checked = [c for c in CHECKED_COLUMNS if c in row]
-    assert checked, f"{doc}:{line}: no column of {CHECKED_COLUMNS} to check"
-    for column in checked:
-        value, decimals = shown_value(row[column])
-        expected = round(record["metrics"][column], decimals)
-        assert value == pytest.approx(expected, abs=10 ** -(decimals + 3)), (
-            f"{doc}:{line}: {column} shows {row[column]}, its run gave "
-            f"{record['metrics'][column]:.6f}"
-        )
+    where = f"{doc}:{line}"
+    if path.suffix == ".json":
+        record = json.loads(path.read_text())
+        assert record["status"] == "ok"
+        checked = [c for c in row if c in record["metrics"]]
+        assert checked, f"{where}: no column is one of the metrics of {path.name}"
+        for column in checked:
+            assert_shown(row[column], record["metrics"][column], f"{where}: {column}")
+        return
+    with path.open(newline="") as handle:
+        jobs = [job for job in csv.DictReader(handle) if job["status"] == "ok"]
+    metrics = {c: m["metric"] for c in row if (m := MEAN_STD.match(c)) and m["metric"] in jobs[0]}
+    selectors = {c: row[c].strip("`") for c in row if c in jobs[0] and c not in metrics}
+    assert metrics and selectors, f"{where}: no (mean ± std) column or no swept-override column"
+    selected = [job for job in jobs if all(job[c] == v for c, v in selectors.items())]
+    assert len(selected) >= 2, f"{where}: {selectors} selects {len(selected)} jobs of {path}"
+    for column, metric in metrics.items():
+        values = [float(job[metric]) for job in selected]
+        mean, std = (c.strip() for c in row[column].replace("*", "").split("±"))
+        assert_shown(mean, statistics.fmean(values), f"{where}: mean of {metric}")
+        assert_shown(std, statistics.stdev(values), f"{where}: std of {metric}")
+
+
+def assert_shown(cell: str, actual: float, where: str) -> None:
+    value, decimals = shown_value(cell)
+    expected = round(actual, decimals)
+    assert value == pytest.approx(expected, abs=10 ** -(decimals + 3)), (
+        f"{where} shows {cell}, its run gave {actual:.6f}"
+    )

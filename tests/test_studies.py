@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import math
 import subprocess
 import sys
@@ -579,6 +580,8 @@ def test_parameter_learning_script_writes_its_figure(tmp_path):
             "0",
             "--out",
             str(tmp_path / "p.png"),
+            "--evidence",
+            str(tmp_path / "evidence"),
         ],
         cwd=REPO_ROOT,
         capture_output=True,
@@ -587,3 +590,9 @@ def test_parameter_learning_script_writes_its_figure(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "p.png").is_file() and "weights + tau_mem" in result.stdout
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "evidence").glob("*.json")}
+    assert set(records) == {"weights_only", "weights_tau_mem"}
+    for record in records.values():  # the table's mean is the mean of the seeds' final losses
+        metrics = record["metrics"]
+        assert metrics["final_loss_mean"] == pytest.approx(metrics["final_loss_seed_0"])
+        assert str(tmp_path / "evidence") in record["command"]

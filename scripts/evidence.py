@@ -1,0 +1,137 @@
+"""Run the commands behind the figures in README.md and docs/ and keep their results as evidence.
+
+    python scripts/evidence.py                 # every run below, one after another
+    python scripts/evidence.py quick_start     # only the named ones
+    python scripts/evidence.py --list          # names and commands
+
+A single run goes to ``outputs/evidence/<name>/``; its ``metrics.json`` (final metrics,
+overrides, wall time) is copied to ``docs/evidence/<folder>/<name>.json``. A multirun goes to
+``outputs/multiruns/<name>/``; each job's ``metrics.json`` is copied to
+``docs/evidence/<name>/<job>.json`` next to the sweep's ``summary.csv``
+(``scripts/summarize_sweep.py``). The tables in the docs quote these files and
+``tests/test_evidence.py`` checks every figure against them; the slow test
+``tests/test_documented_commands.py`` reruns the README's single runs and compares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EVIDENCE = ROOT / "docs" / "evidence"
+MNIST = "data.data_dir=../shared/data/mnist"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One documented command: ``python train.py [-m] ARGS``."""
+
+    args: tuple[str, ...]
+    folder: str = "documented_commands"  # single runs: the evidence folder they share
+    multirun: bool = False
+    summary: tuple[str, ...] = ()  # extra scripts/summarize_sweep.py arguments
+
+    @property
+    def command(self) -> str:
+        return " ".join(["python train.py", *(["-m"] if self.multirun else []), *self.args])
+
+
+#: name -> run, with the arguments exactly as the docs print them
+RUNS: dict[str, Run] = {
+    # README.md and the first table of docs/results.md
+    "quick_start": Run(("neuron=lif", "surrogate=superspike")),
+    "randman_heterogeneous": Run(
+        ("experiment=randman_heterogeneous", "trainable=[weights,tau_mem,tau_syn]")
+    ),
+    "alif_recurrent": Run(
+        ("neuron=alif", "model.network.recurrent=true", "trainable=[weights,tau_adapt]")
+    ),
+    "heterogeneous_trained": Run(
+        ("init=heterogeneous", "trainable=[weights,tau_mem,tau_syn]", "model.neuron_lr=1e-2")
+    ),
+    "reservoir": Run(("trainable=[readout]",)),
+    "spike_count": Run(("model.network.decoding=spike_count",)),
+    "recurrent": Run(("model.network.recurrent=true",)),
+    # docs/results.md: MNIST and the reproduced studies
+    "mnist_seed0": Run(("experiment=mnist", MNIST), folder="mnist"),
+    "mnist_seed1": Run(("experiment=mnist", MNIST, "seed=1"), folder="mnist"),
+    "if_mnist": Run(("experiment=if_mnist", MNIST), folder="if_mnist"),
+    "if_mnist_3_epochs": Run(
+        ("experiment=if_mnist", MNIST, "trainer.max_epochs=3"), folder="if_mnist"
+    ),
+    "heterogeneity_randman": Run(
+        ("experiment=heterogeneity_randman",),
+        multirun=True,
+        summary=("--x", "trainable", "--group", "init"),
+    ),
+    "why_surrogate_randman": Run(
+        ("experiment=glob(why_surrogate_randman*)",), multirun=True, summary=("--no-plot",)
+    ),
+    "why_surrogate_mnist": Run(
+        ("experiment=glob(why_surrogate_mnist*)", "paths.data_dir=../shared/data"),
+        multirun=True,
+        summary=("--no-plot",),
+    ),
+    "surrogate_sweep": Run(
+        ("experiment=surrogate_sweep",),
+        multirun=True,
+        summary=("--plot", str(ROOT / "docs" / "img" / "surrogate_sweep.png")),
+    ),
+}
+
+
+def run(name: str) -> list[Path]:
+    """Run one entry of RUNS; return the evidence files it wrote."""
+    spec = RUNS[name]
+    print("$", spec.command, flush=True)
+    if not spec.multirun:
+        run_dir = ROOT / "outputs" / "evidence" / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        call = [sys.executable, "train.py", *spec.args, f"hydra.run.dir={run_dir}"]
+        subprocess.run(call, cwd=ROOT, check=True)
+        target = EVIDENCE / spec.folder / f"{name}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(run_dir / "metrics.json", target)
+        return [target]
+    sweep_dir = ROOT / "outputs" / "multiruns" / name
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    call = [sys.executable, "train.py", "-m", *spec.args, f"hydra.sweep.dir={sweep_dir}"]
+    subprocess.run(call, cwd=ROOT, check=True)
+    summarize = [sys.executable, "scripts/summarize_sweep.py", str(sweep_dir), *spec.summary]
+    subprocess.run(summarize, cwd=ROOT, check=True)
+    folder = EVIDENCE / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    written = [folder / "summary.csv"]
+    shutil.copyfile(sweep_dir / "summary.csv", written[0])
+    for metrics in sorted(sweep_dir.glob("*/metrics.json")):
+        written.append(folder / f"{metrics.parent.name}.json")
+        shutil.copyfile(metrics, written[-1])
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help=f"some of {list(RUNS)} (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the runs and exit")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, spec in RUNS.items():
+            print(f"{name}: {spec.command}")
+        return 0
+    unknown = sorted(set(args.names) - set(RUNS))
+    if unknown:
+        parser.error(f"unknown run name(s) {unknown}; expected some of {list(RUNS)}")
+    for name in args.names or RUNS:
+        for path in run(name):
+            print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
