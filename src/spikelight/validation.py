@@ -10,6 +10,7 @@ the one place that knows the config's keys.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElastic
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from spikelight.devices import claims_gpu
+from spikelight.loggers import LOGGER_PACKAGES
 from spikelight.network import DECODINGS, TIME_LOOPS, WEIGHT_SELECTIONS, selected_names
 from spikelight.neurons.adlif import DISCRETIZATIONS
 from spikelight.neurons.base import RESET_MODES
@@ -127,6 +129,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_weight_init(check)
     _check_surrogate_switches(check)
     _check_adaptation(check)
+    _check_logger_packages(check)
     if check.problems:
         raise ConfigError(check.problems)
 
@@ -386,6 +389,24 @@ def _check_adaptation(check: _Checker) -> None:
             check.fail(f"neuron.{name}_bounds", bounds, "[min, max] with min < max")
         elif not (_is_number(value) and bounds[0] <= value <= bounds[1]):
             check.fail(f"neuron.{name}", value, f"a number inside neuron.{name}_bounds={bounds}")
+
+
+def _check_logger_packages(check: _Checker) -> None:
+    """A logger whose optional package is missing (``logger=wandb``) fails here, not mid-run."""
+    loggers = check.cfg.get("logger")
+    if not isinstance(loggers, DictConfig):
+        return
+    for name in loggers:
+        target = check.get(f"logger.{name}._target_")
+        kind = str(target).rsplit(".", 1)[-1]
+        if kind not in LOGGER_PACKAGES:
+            continue
+        module, extra = LOGGER_PACKAGES[kind]
+        if importlib.util.find_spec(module) is None:
+            check.problems.append(
+                f"logger={name}: {kind} needs the {module} package, which is not installed: "
+                f"pip install 'spikelight[{extra}]'"
+            )
 
 
 def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
