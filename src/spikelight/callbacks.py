@@ -1,9 +1,10 @@
-"""Lightning callbacks that fill the TensorBoard dashboard of a spiking-network run.
+"""Lightning callbacks that fill the dashboard of a spiking-network run, in every logger.
 
 Scalars that every rank can compute (gradient norms) go through ``LightningModule.log``; images,
-histograms and the HParams summary are written by rank zero straight to the TensorBoard
-``SummaryWriter``. Each callback is cheap (a bounded sample, every N epochs) and does nothing when
-the run has no TensorBoard logger. They are selected in ``conf/callbacks/default.yaml``.
+histograms, text and the hparams are written by rank zero through one sink per logger
+(:mod:`spikelight.loggers`: TensorBoard, W&B, MLflow; CSV takes the hparams only). Each callback
+is cheap (a bounded sample, every N epochs) and does nothing when no logger takes what it makes.
+They are selected in ``conf/callbacks/default.yaml``.
 """
 
 from __future__ import annotations
@@ -13,24 +14,16 @@ from collections.abc import Iterable, Mapping
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from spikelight.images import line_plot, spike_raster
+from spikelight.loggers import dashboard_sinks, media_sinks
 from spikelight.module import layer_activity
 from spikelight.network import SpikingNetwork, selected_names
 from spikelight.neurons.base import Neuron
 from spikelight.weight_init import ScaledNormal
 
 log = logging.getLogger(__name__)
-
-
-def tensorboard_writer(trainer: L.Trainer):
-    """The ``SummaryWriter`` of the run's first TensorBoard logger, or ``None``."""
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            return logger.experiment
-    return None
 
 
 def spiking_layers(network: SpikingNetwork) -> dict[str, Neuron]:
@@ -89,27 +82,29 @@ class ParameterHistograms(L.Callback):
             self._write(trainer, pl_module)
 
     def _write(self, trainer, pl_module) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None:
+        sinks = media_sinks(trainer)
+        if not sinks:
             return
         network: SpikingNetwork = pl_module.network
         step = trainer.global_step
+        histograms: dict[str, torch.Tensor] = {}
         for layer, neuron in spiking_layers(network).items():
             for name in neuron.parameter_names:
                 values = neuron.get(name).detach().float().cpu()
                 tag = f"params/{layer}/{name}"
                 if name.startswith("tau_"):
                     values, tag = values * 1e3, tag + "_ms"
-                writer.add_histogram(tag, values, step)
-        if not self.weights:
-            return
-        for index, layer in enumerate(network.layers):
-            writer.add_histogram(f"params/hidden{index}/weight", layer.fc.weight.detach(), step)
-            if layer.rec is not None:
-                writer.add_histogram(
-                    f"params/hidden{index}/rec_weight", layer.rec.weight.detach(), step
-                )
-        writer.add_histogram("params/readout/weight", network.readout_fc.weight.detach(), step)
+                histograms[tag] = values
+        if self.weights:
+            for index, layer in enumerate(network.layers):
+                histograms[f"params/hidden{index}/weight"] = layer.fc.weight
+                if layer.rec is not None:
+                    histograms[f"params/hidden{index}/rec_weight"] = layer.rec.weight
+            histograms["params/readout/weight"] = network.readout_fc.weight
+        for tag, values in histograms.items():
+            values = values.detach().cpu()
+            for sink in sinks:
+                sink.add_histogram(tag, values, step)
 
 
 class SpikeRasters(L.Callback):
@@ -150,21 +145,22 @@ class SpikeRasters(L.Callback):
             return
         if trainer.current_epoch % self.every_n_epochs != 0:
             return
-        writer = tensorboard_writer(trainer)
-        if writer is None:
+        sinks = media_sinks(trainer)
+        if not sinks:
             return
         x, label = self.sample
         x = x.to(pl_module.device)
         with torch.no_grad():
             out = pl_module.network(x.transpose(0, 1))  # [T, 1, C]
-        step = trainer.global_step
         n = self.max_neurons
-        writer.add_image("raster/input", spike_raster(x[0, :, :n]), step)
+        images = {"raster/input": spike_raster(x[0, :, :n])}
         for layer, z in out.spikes.items():
-            writer.add_image(f"raster/{layer}", spike_raster(z[:, 0, :n]), step)
+            images[f"raster/{layer}"] = spike_raster(z[:, 0, :n])
         if "readout" not in out.spikes:  # a spiking readout already has its raster
-            trace = line_plot(out.readout[:, 0], highlight=label)
-            writer.add_image("readout/membrane", trace, step)
+            images["readout/membrane"] = line_plot(out.readout[:, 0], highlight=label)
+        for tag, image in images.items():
+            for sink in sinks:
+                sink.add_image(tag, image, trainer.global_step)
 
 
 class SurrogatePlot(L.Callback):
@@ -182,14 +178,16 @@ class SurrogatePlot(L.Callback):
 
     @rank_zero_only
     def on_train_start(self, trainer, pl_module) -> None:
-        writer = tensorboard_writer(trainer)
-        if writer is None:
+        sinks = media_sinks(trainer)
+        if not sinks:
             return
         surrogate = pl_module.network.surrogate
         x = torch.linspace(-self.x_range, self.x_range, self.points, dtype=torch.float64)
         with torch.no_grad():
             dy = surrogate.derivative(x, surrogate.beta.detach().cpu().double())
-        writer.add_image("surrogate/derivative", line_plot(dy), trainer.global_step)
+        image = line_plot(dy)
+        for sink in sinks:
+            sink.add_image("surrogate/derivative", image, trainer.global_step)
 
 
 def _class_name(target: str) -> str:
@@ -230,13 +228,15 @@ def flat_hparams(
 
 
 class HParamsSummary(L.Callback):
-    """Write the run's choices to TensorBoard's HParams tab, against its final metrics.
+    """Give every logger the run's choices, to compare against its final metrics.
 
     ``hparams`` holds the choices (interpolated from the config, see
     ``conf/callbacks/default.yaml``) and is flattened by :func:`flat_hparams`; ``metrics`` names
-    scalar tags the run logs anyway (``val/acc_best``, ``test/acc``): the HParams view shows their
-    last values, so a sweep's runs can be sorted and compared. Written when fitting starts, so a
-    run that stops early is still listed; also stored in the logger's ``hparams.yaml``.
+    scalar tags the run logs anyway (``val/acc_best``, ``test/acc``): TensorBoard's HParams view
+    shows their last values (W&B's and MLflow's run tables show every metric), so a sweep's runs
+    can be sorted and compared. Written when fitting starts, so a run that stops early is still
+    listed: TensorBoard's HParams tab and ``hparams.yaml``, W&B's config, MLflow's params, CSV's
+    ``hparams.yaml``.
     """
 
     def __init__(self, hparams: Mapping, metrics: Iterable[str] = ("val/acc_best", "test/acc")):
@@ -247,19 +247,8 @@ class HParamsSummary(L.Callback):
 
     @rank_zero_only
     def on_fit_start(self, trainer, pl_module) -> None:
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
-
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(self.hparams)  # hparams.yaml; no metric, no plugin data
-                experiment, start, end = hparams_summary(
-                    self.hparams, dict.fromkeys(self.metrics, 0.0)
-                )
-                writer = logger.experiment._get_file_writer()
-                for summary in (experiment, start, end):
-                    writer.add_summary(summary)
-                writer.flush()
-                return
+        for sink in dashboard_sinks(trainer):
+            sink.add_hparams(self.hparams, self.metrics)
 
 
 #: (state, weight_init=scaled) -> the config keys that move a layer out of that state
@@ -278,7 +267,8 @@ class ActivityCheck(L.Callback):
     A layer firing above ``max_rate`` spikes per neuron per second, or with more than
     ``max_silent`` of its neurons silent, rarely trains: the surrogate gradient vanishes or every
     neuron says the same. The warning names the layer, its rate and the config keys that fix it;
-    it goes to the log and to the dashboard as text (``warnings/activity``). The first
+    it goes to the log and to every logger that takes text, as one entry with a paragraph per
+    layer (``warnings/activity``). The first
     validation is the sanity check where the trainer runs one (before any training step); the
     check runs the network once on its first batch.
     """
@@ -307,11 +297,12 @@ class ActivityCheck(L.Callback):
             message = self._verdict(pl_module, layer, float(rate), float(silent))
             if message is not None:
                 self.warnings.append(message)
-        writer = tensorboard_writer(trainer) if trainer.is_global_zero else None
         for message in self.warnings:
             rank_zero_only(log.warning)(message)
-            if writer is not None:
-                writer.add_text("warnings/activity", message, trainer.global_step)
+        if self.warnings and trainer.is_global_zero:
+            text = "\n\n".join(self.warnings)
+            for sink in media_sinks(trainer):
+                sink.add_text("warnings/activity", text, trainer.global_step)
 
     def _verdict(self, pl_module, layer: str, rate: float, silent: float) -> str | None:
         if rate > self.max_rate:

@@ -32,6 +32,7 @@ from spikelight.atomic import atomic_output
 from spikelight.checkpoint_io import AtomicCheckpointIO, validate_checkpoint
 from spikelight.devices import claim_device, claims_gpu
 from spikelight.faults import CheckpointOnInterrupt, FiniteLossGuard, NonFiniteLossError
+from spikelight.loggers import finishing_runs
 from spikelight.resolvers import register_resolvers
 from spikelight.validation import validate_config
 
@@ -164,17 +165,18 @@ def _fit_and_test(cfg: DictConfig, device: dict, run: dict) -> dict[str, float]:
     run["device"] = str(trainer.strategy.root_device)
 
     metrics: dict[str, float] = {}
-    if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
-        metrics.update(_floats(trainer.callback_metrics))
-    if cfg.test:
+    with finishing_runs(trainer.loggers):
         if cfg.train:
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
-            ckpt = best if best and not trainer.fast_dev_run else None
-        else:
-            ckpt = cfg.ckpt_path
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
-        metrics.update(_floats(trainer.callback_metrics))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+            metrics.update(_floats(trainer.callback_metrics))
+        if cfg.test:
+            if cfg.train:
+                best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
+                ckpt = best if best and not trainer.fast_dev_run else None
+            else:
+                ckpt = cfg.ckpt_path
+            trainer.test(model, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+            metrics.update(_floats(trainer.callback_metrics))
     log.info("Final metrics: %s", metrics)
     return metrics
 

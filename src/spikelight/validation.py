@@ -12,6 +12,7 @@ the run mode, the checkpoint, the devices and the data directory.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from spikelight.checkpoint_io import validate_checkpoint
 from spikelight.checks import ArgumentError, ConfigError
 from spikelight.devices import claims_gpu
+from spikelight.loggers import LOGGER_PACKAGES
 from spikelight.network import WEIGHT_SELECTIONS, selected_names
 from spikelight.weight_init import FluctuationDriven
 
@@ -64,6 +66,7 @@ def validate_config(cfg: DictConfig) -> None:
     check = _Checker(cfg)
     _check_run(check)
     _check_parallelism(check)
+    _check_logger_packages(check)
     data = _check_groups(check)
     if data is not None:
         _check_data_placement(check, data)
@@ -232,3 +235,21 @@ def _check_data_placement(check: _Checker, data: Any) -> None:
             )
         elif not os.access(path, os.R_OK | os.X_OK):
             check.fail("data.data_dir", data_dir, "a readable directory")
+
+
+def _check_logger_packages(check: _Checker) -> None:
+    """A logger whose optional package is missing (``logger=wandb``) fails here, not mid-run."""
+    loggers = check.cfg.get("logger")
+    if not isinstance(loggers, DictConfig):
+        return
+    for name in loggers:
+        target = check.get(f"logger.{name}._target_")
+        kind = str(target).rsplit(".", 1)[-1]
+        if kind not in LOGGER_PACKAGES:
+            continue
+        module, extra = LOGGER_PACKAGES[kind]
+        if importlib.util.find_spec(module) is None:
+            check.problems.append(
+                f"logger={name}: {kind} needs the {module} package, which is not installed: "
+                f"pip install 'spikelight[{extra}]'"
+            )
