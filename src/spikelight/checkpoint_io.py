@@ -69,9 +69,9 @@ def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None
     details = []
     for label, names in (("missing", missing), ("unexpected", unexpected)):
         if names:
-            details.append(f"{label} keys {_abbreviate(names)}")
+            details.append(f"{label} keys {abbreviate(names)}")
     if mismatched:
-        details.append(f"mismatched shapes {_abbreviate(mismatched)}")
+        details.append(f"mismatched shapes {abbreviate(mismatched)}")
     if details:
         raise ConfigError(
             [
@@ -81,6 +81,6 @@ def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None
         )
 
 
-def _abbreviate(items: list[str], limit: int = 6) -> str:
+def abbreviate(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"

@@ -1,6 +1,11 @@
-"""OmegaConf resolvers that spikelight configs use, e.g. ``${floordiv:700,${.channel_pool}}``."""
+"""OmegaConf resolvers that spikelight configs use, e.g. ``${floordiv:700,${.channel_pool}}``.
+
+``import spikelight`` registers them, so configs composed outside ``train.py`` resolve too.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -13,7 +18,20 @@ def floordiv(numerator: int, denominator: int) -> int:
     return numerator // denominator
 
 
-RESOLVERS = {"floordiv": floordiv}
+def hydra_or(key: str, fallback: Any) -> Any:
+    """``${hydra:key}`` in a Hydra run; ``fallback`` in a config composed outside one.
+
+    The compose API (a notebook, a test) builds the config without starting a run, so Hydra's
+    own ``${hydra:runtime.output_dir}`` would fail there ("HydraConfig was not set").
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return fallback
+    return OmegaConf.select(HydraConfig.get(), key, throw_on_missing=True)
+
+
+RESOLVERS = {"floordiv": floordiv, "hydra_or": hydra_or}
 
 
 def register_resolvers() -> None:

@@ -30,16 +30,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from spikelight.atomic import atomic_output
 from spikelight.checkpoint_io import AtomicCheckpointIO, validate_checkpoint
+from spikelight.configs import CONFIG_PATH, PRIMARY_CONFIG, config_dir
 from spikelight.devices import claim_device, claims_gpu
+from spikelight.extras import missing_extra
 from spikelight.faults import CheckpointOnInterrupt, FiniteLossGuard, NonFiniteLossError
 from spikelight.loggers import finishing_runs
-from spikelight.resolvers import register_resolvers
 from spikelight.validation import validate_config
 
-register_resolvers()  # before any config is resolved
 log = logging.getLogger(__name__)
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONFIG_DIR = str(config_dir())  # for initialize_config_dir (tests, scripts)
 
 
 def _instantiate_all(group: DictConfig | None) -> list:
@@ -256,9 +256,21 @@ def _train_or_exit(cfg: DictConfig) -> dict[str, float]:
         sys.exit(EXIT_USER_ERROR)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def main(cfg: DictConfig) -> float | None:
-    """CLI entry: train and return ``cfg.optimized_metric`` (for hyper-parameter sweepers)."""
+def main() -> None:
+    """``spikelight-train`` and ``python train.py``: a missing extra fails first, then Hydra runs.
+
+    Hydra composes ``pkg://spikelight.conf`` (:mod:`spikelight.configs`) with the command line.
+    """
+    missing = missing_extra(sys.argv[1:])
+    if missing:
+        print(f"Error: {missing}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    _hydra_main()
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=PRIMARY_CONFIG)
+def _hydra_main(cfg: DictConfig) -> float | None:
+    """The Hydra task: train and return ``cfg.optimized_metric`` (for hyper-parameter sweepers)."""
     metrics = _train_or_exit(cfg)
     name = cfg.get("optimized_metric")
     if not name or not cfg.train:  # evaluation-only runs optimise nothing

@@ -25,8 +25,9 @@ from hydra.utils import instantiate
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from spikelight.checkpoint_io import validate_checkpoint
+from spikelight.checkpoint_io import abbreviate, validate_checkpoint
 from spikelight.checks import ArgumentError, ConfigError
+from spikelight.configs import shadowed_configs
 from spikelight.devices import claims_gpu
 from spikelight.loggers import LOGGER_PACKAGES
 from spikelight.network import WEIGHT_SELECTIONS, selected_names
@@ -64,6 +65,7 @@ class _Checker:
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` listing every invalid value in ``cfg``; return if all is well."""
     check = _Checker(cfg)
+    _check_config_sources(check)
     _check_run(check)
     _check_parallelism(check)
     _check_logger_packages(check)
@@ -72,6 +74,23 @@ def validate_config(cfg: DictConfig) -> None:
         _check_data_placement(check, data)
     if check.problems:
         raise ConfigError(check.problems)
+
+
+def _check_config_sources(check: _Checker) -> None:
+    """A user's config named like one of spikelight's is never read (Hydra reads ours first)."""
+    if not HydraConfig.initialized():
+        return
+    sources = OmegaConf.to_container(HydraConfig.get().runtime.config_sources)
+    for option, folder, hidden in shadowed_configs(sources):
+        first = hidden[0].removesuffix(".yaml")
+        group, _, name = first.rpartition("/")
+        example = f"{group}/my_{name}.yaml" if group else f"my_{name}.yaml, --config-name my_{name}"
+        check.fail(
+            option,
+            folder,
+            f"config names that spikelight's own configs do not use: Hydra reads spikelight's "
+            f"{abbreviate(hidden)} and ignores yours; rename them (e.g. {example})",
+        )
 
 
 def _check_run(check: _Checker) -> None:
