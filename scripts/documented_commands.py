@@ -40,6 +40,7 @@ COMMANDS: dict[str, list[str]] = {
     "reservoir": ["trainable=[readout]"],
     "spike_count": ["model.network.decoding=spike_count"],
     "recurrent": ["model.network.recurrent=true"],
+    "nir_reset_zero": ["neuron.reset=zero"],
 }
 
 
