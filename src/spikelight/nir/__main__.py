@@ -54,18 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         graph = nir.read(args.file)
         for name, node in graph.nodes.items():
             print(f"{name}: {_describe(node)}")
-        metadata = {k: getattr(v, "item", lambda v=v: v)() for k, v in graph.metadata.items()}
+        metadata = {k: v.item() if hasattr(v, "item") else v for k, v in graph.metadata.items()}
         print(f"metadata: {metadata}")
         network = import_network(graph, dt=args.dt)
         kind = type(network.layers[0].neuron).__name__
-        sizes = "-".join(
-            str(n)
-            for n in [
-                network.layers[0].fc.in_features,
-                *(layer.neuron.size for layer in network.layers),
-                network.readout_fc.out_features,
-            ]
-        )
+        sizes = [network.layers[0].fc.in_features, *(layer.neuron.size for layer in network.layers)]
+        sizes = "-".join(str(n) for n in [*sizes, network.readout_fc.out_features])
         recurrent = "recurrent" if network.layers[0].rec is not None else "feed-forward"
         print(
             f"imports into spikelight: {kind} {sizes}, {recurrent}, dt={network.dt:g} s, "
