@@ -57,6 +57,7 @@ RUNS: dict[str, Run] = {
     "reservoir": Run(("trainable=[readout]",)),
     "spike_count": Run(("model.network.decoding=spike_count",)),
     "recurrent": Run(("model.network.recurrent=true",)),
+    "nir_reset_zero": Run(("neuron.reset=zero",)),  # the reset NIR can express (README: NIR)
     # docs/results.md: MNIST and the reproduced studies
     "mnist_seed0": Run(("experiment=mnist", MNIST), folder="mnist"),
     "mnist_seed1": Run(("experiment=mnist", MNIST, "seed=1"), folder="mnist"),

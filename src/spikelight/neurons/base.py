@@ -113,6 +113,16 @@ class Neuron(nn.Module):
         """The constrained per-neuron value of parameter ``name``."""
         return self._constraints[name](getattr(self, name + RAW_SUFFIX))
 
+    @torch.no_grad()
+    def set(self, name: str, values: torch.Tensor) -> None:
+        """Make ``get(name)`` return per-neuron ``values`` (stored through the constraint)."""
+        raw = getattr(self, name + RAW_SUFFIX)
+        values = torch.as_tensor(values, dtype=raw.dtype, device=raw.device).expand(self.size)
+        try:
+            raw.copy_(self._constraints[name].to_raw(values))
+        except ValueError as err:
+            raise ValueError(f"neuron.{name}: {err}") from None
+
     def decay(self, tau_name: str) -> torch.Tensor:
         """``exp(-dt / tau)``: the factor a quantity with time constant tau keeps per step."""
         return torch.exp(-self.dt / self.get(tau_name))
