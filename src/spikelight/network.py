@@ -8,6 +8,11 @@ decoded over time:
 - ``mean_membrane``: the same readout, scores = mean over time of its membrane;
 - ``spike_count`` / ``spike_rate``: a spiking readout layer, scores = its spike count (sum over
   time) or rate (mean over time), trained with cross-entropy on those.
+
+A trained network also runs on a stream, chunk by chunk (:meth:`SpikingNetwork.stream`): each
+call continues from the state the previous one left, through the same per-step loop as
+``time_loop="autograd"`` (the neurons' ``step``), so the chunks together give what one call on
+the whole sequence gives.
 """
 
 from __future__ import annotations
@@ -47,8 +52,16 @@ class NetworkOutput:
     spikes: dict[str, torch.Tensor]  # layer name -> [T, B, N] spikes of each spiking layer
 
 
+def hidden_name(index: int) -> str:
+    """The name of hidden layer ``index`` in ``NetworkOutput.spikes`` and in logged metrics."""
+    return f"hidden{index}"
+
+
 class LeakyReadout(nn.Module):
-    """Non-spiking leaky integrator: the LIF sub-threshold dynamics with no threshold."""
+    """Non-spiking leaky integrator: the LIF sub-threshold dynamics with no threshold.
+
+    Per step: ``i_t = a_syn i_{t-1} + x_t``, ``v_t = a_mem v_{t-1} + (1 - a_mem) i_t``, from zero.
+    """
 
     def __init__(self, size: int, dt: float, tau_mem: float, tau_syn: float) -> None:
         super().__init__()
@@ -62,16 +75,24 @@ class LeakyReadout(nn.Module):
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
         self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
 
+    def coefficients(self) -> dict[str, torch.Tensor]:
+        return {"a_syn": self.a_syn, "a_mem": self.a_mem}
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = like.new_zeros(batch, self.size)
+        return zeros, zeros
+
+    def step(self, x, state, coeffs):
+        """One step, as a neuron's: ``(input [B, K], (i, v), coeffs) -> (v, (i, v))``."""
+        i, v = state
+        i = coeffs["a_syn"] * i + x
+        v = coeffs["a_mem"] * v + (1 - coeffs["a_mem"]) * i
+        return v, (i, v)
+
     def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
         if fused:
             return leaky_integrate(x, self.a_syn, self.a_mem)
-        i = v = x.new_zeros(x.shape[1:])
-        trace = []
-        for x_t in x.unbind(0):
-            i = self.a_syn * i + x_t
-            v = self.a_mem * v + (1 - self.a_mem) * i
-            trace.append(v)
-        return torch.stack(trace)
+        return run_steps(self, x, self.initial_state(x.shape[1], x))[0]
 
 
 class SpikingLayer(nn.Module):
@@ -131,14 +152,37 @@ def run_neuron(
         return run_fused(neuron, current, None if rec is None else rec.weight)
     if rec is None:
         return neuron(current)
-    coeffs = neuron.coefficients()
-    state = neuron.initial_state(current.shape[1], current)
-    z = current.new_zeros(current.shape[1:])
-    spikes = []
+    return run_steps(neuron, current, neuron.initial_state(current.shape[1], current), rec)[0]
+
+
+def run_steps(unit, current: torch.Tensor, state: tuple, rec: nn.Linear | None = None, z=None):
+    """``unit.step`` at every step of ``current [T, B, N]`` from ``state``: ``(out, state)``.
+
+    ``unit`` is a neuron or the leaky readout; ``out [T, B, N]`` stacks what its ``step``
+    returns (spikes, or the readout membrane). With ``rec``, each step's input adds ``rec(z)``
+    of the previous step's spikes ``z [B, N]`` (zeros when None: the start of a sequence).
+    """
+    coeffs = unit.coefficients()
+    if rec is not None and z is None:
+        z = current.new_zeros(current.shape[1:])
+    outputs = []
     for current_t in current.unbind(0):
-        z, state = neuron.step(current_t + rec(z), state, coeffs)
-        spikes.append(z)
-    return torch.stack(spikes)
+        if rec is not None:
+            current_t = current_t + rec(z)
+        z, state = unit.step(current_t, state, coeffs)
+        outputs.append(z)
+    return torch.stack(outputs), state
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """What a stream carries from one chunk to the next (:meth:`SpikingNetwork.stream`)."""
+
+    layers: tuple[tuple[torch.Tensor, ...], ...]  # each hidden layer's neuron state
+    spikes: tuple[torch.Tensor, ...]  # each hidden layer's spikes [B, N] at the last step
+    readout: tuple[torch.Tensor, ...]  # the readout's state (leaky: (i, v); spiking: a neuron's)
+    decoded: torch.Tensor  # [B, K] the readout reduced over the steps so far (decode_more)
+    steps: int  # time steps streamed so far
 
 
 class SpikingNetwork(nn.Module):
@@ -245,16 +289,76 @@ class SpikingNetwork(nn.Module):
         binary = False  # h holds only 0 and 1: the spikes of a fused layer
         for index, layer in enumerate(self.layers[:-1]):
             h = layer(h, self.fused, binary)
-            spikes[f"hidden{index}"] = h
+            spikes[hidden_name(index)] = h
             binary = self.fused and layer.neuron.fused_dynamics() is not None
         # the last hidden layer also projects its spikes onto the readout (inside a fused loop)
         h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
-        spikes[f"hidden{len(self.layers) - 1}"] = h
+        spikes[hidden_name(len(self.layers) - 1)] = h
         if isinstance(self.readout, Neuron):
             readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
         else:
             readout = self.readout(current, self.fused)
         return NetworkOutput(logits=decode(readout, self.decoding), readout=readout, spikes=spikes)
+
+    # -- streaming ----------------------------------------------------------------------
+    @torch.no_grad()
+    def init_state(self, batch: int) -> StreamState:
+        """The state of ``batch`` streams at their start (every neuron at rest, no steps)."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"init_state: batch must be a positive integer, got {batch!r}")
+        like = self.readout_fc.weight
+        num_classes = self.readout_fc.out_features
+        start = -math.inf if self.decoding == "max_membrane" else 0.0
+        return StreamState(
+            layers=tuple(layer.neuron.initial_state(batch, like) for layer in self.layers),
+            spikes=tuple(like.new_zeros(batch, layer.neuron.size) for layer in self.layers),
+            readout=self.readout.initial_state(batch, like),
+            decoded=like.new_full((batch, num_classes), start),
+            steps=0,
+        )
+
+    @torch.no_grad()
+    def stream(self, x: torch.Tensor, state: StreamState) -> tuple[NetworkOutput, StreamState]:
+        """Run the next chunk ``x [t, B, C]`` of a stream from ``state``: ``(output, state)``.
+
+        ``output.spikes`` and ``output.readout`` hold the chunk's ``t`` steps; ``output.logits``
+        are decoded over every step streamed so far, so after the last chunk they are what
+        :meth:`forward` gives for the whole sequence. The steps run the neurons' ``step`` (as
+        ``time_loop="autograd"``), without autograd; start a stream with :meth:`init_state`.
+        """
+        like = self.readout_fc.weight
+        batch = state.decoded.shape[0]
+        expected = f"[t >= 1, {batch}, {self.layers[0].fc.in_features}] of {like.dtype}"
+        if (
+            x.dim() != 3
+            or x.shape[0] < 1
+            or tuple(x.shape[1:]) != (batch, self.layers[0].fc.in_features)
+            or x.dtype != like.dtype
+        ):
+            raise ValueError(
+                f"stream: x must be a chunk {expected} (time-major, the state's batch), "
+                f"got {tuple(x.shape)} of {x.dtype}"
+            )
+        spikes, layers, last = {}, [], []
+        h = x
+        for index, (layer, neuron_state, z) in enumerate(
+            zip(self.layers, state.layers, state.spikes, strict=True)
+        ):
+            current = nn.functional.linear(h, layer.fc.weight)
+            h, neuron_state = run_steps(layer.neuron, current, neuron_state, layer.rec, z)
+            spikes[hidden_name(index)] = h
+            layers.append(neuron_state)
+            last.append(h[-1])
+        current = nn.functional.linear(h, self.readout_fc.weight)
+        readout, readout_state = run_steps(self.readout, current, state.readout)
+        if isinstance(self.readout, Neuron):
+            spikes["readout"] = readout
+        decoded = decode_more(state.decoded, readout, self.decoding)
+        steps = state.steps + x.shape[0]
+        output = NetworkOutput(
+            logits=stream_scores(decoded, steps, self.decoding), readout=readout, spikes=spikes
+        )
+        return output, StreamState(tuple(layers), tuple(last), readout_state, decoded, steps)
 
 
 def _is_weight(name: str) -> bool:
@@ -273,3 +377,22 @@ def decode(readout: torch.Tensor, decoding: str) -> torch.Tensor:
     if decoding == "spike_count":
         return readout.sum(0)
     return readout.mean(0)  # mean_membrane, spike_rate
+
+
+def decode_more(decoded: torch.Tensor, readout: torch.Tensor, decoding: str) -> torch.Tensor:
+    """A stream's running reduction of its readout: ``decoded [B, K]`` of the earlier steps
+    combined with the next chunk's trace ``readout [t, B, K]`` (max, or sum, over time)."""
+    if decoding == "max_membrane":
+        return torch.maximum(decoded, readout.max(0).values)
+    return decoded + readout.sum(0)
+
+
+def stream_scores(decoded: torch.Tensor, steps: int, decoding: str) -> torch.Tensor:
+    """:func:`decode`'s class scores from a stream's running reduction over ``steps`` steps.
+
+    Max and count are exact; a mean's running sum adds chunk by chunk, so it can differ from
+    :func:`decode`'s one reduction in the last bit.
+    """
+    if decoding in ("mean_membrane", "spike_rate"):
+        return decoded / steps
+    return decoded
