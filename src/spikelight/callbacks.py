@@ -14,12 +14,14 @@ from collections.abc import Iterable, Mapping
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities import rank_zero_only
 
+from spikelight.cost import layer_sizes
 from spikelight.images import line_plot, spike_raster
 from spikelight.loggers import dashboard_sinks, media_sinks
 from spikelight.module import layer_activity
-from spikelight.network import SpikingNetwork, selected_names
+from spikelight.network import SpikingNetwork, hidden_name, selected_names
 from spikelight.neurons.base import Neuron
 from spikelight.weight_init import ScaledNormal
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def spiking_layers(network: SpikingNetwork) -> dict[str, Neuron]:
     """Layer name (as in ``NetworkOutput.spikes``) -> its neuron module."""
-    layers = {f"hidden{i}": layer.neuron for i, layer in enumerate(network.layers)}
+    layers = {hidden_name(i): layer.neuron for i, layer in enumerate(network.layers)}
     if isinstance(network.readout, Neuron):
         layers["readout"] = network.readout
     return layers
@@ -40,6 +42,48 @@ def _check_every(every_n_epochs: int) -> int:
     if every_n_epochs < 1:
         raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs!r}")
     return every_n_epochs
+
+
+def layer_table(network: SpikingNetwork) -> str:
+    """Neurons and synapses per layer (:func:`spikelight.cost.layer_sizes`) as a text table."""
+    sizes = layer_sizes(network)
+    rows = [("Layer", "Neurons", "Synapses", "of which recurrent")]
+    rows += [(s.name, s.neurons, s.synapses, s.recurrent_synapses) for s in sizes]
+    rows.append(
+        (
+            "Total",
+            sum(s.neurons for s in sizes),
+            sum(s.synapses for s in sizes),
+            sum(s.recurrent_synapses for s in sizes),
+        )
+    )
+    cells = [[f"{c:,}" if isinstance(c, int) else c for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(rows[0]))]
+
+    def line(row: list[str]) -> str:  # names left-aligned, counts right-aligned
+        return " | ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+
+    lines = [line(row) for row in cells]
+    rule = "-" * len(lines[0])
+    return "\n".join([lines[0], rule, *lines[1:-1], rule, lines[-1]])
+
+
+class SpikingModelSummary(ModelSummary):
+    """Lightning's model summary (parameters per module), followed by the network's neurons and
+    synapses per layer: the cost counts also written to ``metrics.json``."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        network = getattr(pl_module, "network", None)
+        self._layers = layer_table(network) if isinstance(network, SpikingNetwork) else None
+        super().on_fit_start(trainer, pl_module)
+
+    def summarize(self, *args, **kwargs) -> None:  # called by on_fit_start, on rank zero
+        super().summarize(*args, **kwargs)
+        if self._layers is not None:
+            log.info("Spiking network\n%s", self._layers)
 
 
 class GradNormMonitor(L.Callback):

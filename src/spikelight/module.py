@@ -4,6 +4,10 @@ It owns what the plain network does not: the loss (cross-entropy on decoded scor
 firing-rate regularisers), metrics, logging, and the optimiser with one parameter group per kind
 of trainable parameter (``weights``, each neuron parameter, ``surrogate_beta``), so neuron
 parameters can have their own learning rate and each group shows up in the LR monitor.
+
+Besides loss and accuracy it logs, per stage and layer, the firing rate, the silent fraction and
+the synaptic operations per sample, and the energy estimate of the spiking network against the
+same network as a dense ANN (:mod:`spikelight.cost`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from spikelight import checks
+from spikelight.cost import ann_energy_nj, is_analog, snn_energy_nj, synops
 from spikelight.network import NetworkOutput, SpikingNetwork
 
 log = logging.getLogger(__name__)
@@ -94,6 +99,7 @@ class SpikingClassifier(L.LightningModule):
         self.val_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
         self._resumed_acc_best = -math.inf  # val/acc_best of a checkpoint being resumed
+        self._analog_input: bool | None = None  # judged on the first batch (a dataset's kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run_network(x).logits
@@ -114,7 +120,25 @@ class SpikingClassifier(L.LightningModule):
             rate, silent = layer_activity(z, self.network.dt)
             self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
             self.log(f"{stage}/silent/{layer}", silent, on_step=False, on_epoch=True)
+        self._log_cost(stage, x, out)
         return loss, out.logits, y
+
+    def _log_cost(self, stage: str, x: torch.Tensor, out: NetworkOutput) -> None:
+        """``<stage>/synops/<layer>`` and ``/total`` per sample; ``<stage>/energy_nj/{snn,ann}``.
+
+        Whether the input is analog (multiply-accumulates) or events is judged once, in full, on
+        the first batch: a dataset's input kind does not change, and the check costs a pass.
+        """
+        if self._analog_input is None:
+            self._analog_input = is_analog(x)
+        batch, steps = x.shape[0], x.shape[1]
+        ops = synops(self.network, x.transpose(0, 1), out.spikes, self._analog_input)
+        log = dict(on_step=False, on_epoch=True, batch_size=batch)
+        for layer, value in ops.items():
+            self.log(f"{stage}/synops/{layer}", value, **log)
+        self.log(f"{stage}/synops/total", sum(ops.values()), **log)
+        self.log(f"{stage}/energy_nj/snn", snn_energy_nj(ops, self._analog_input), **log)
+        self.log(f"{stage}/energy_nj/ann", ann_energy_nj(self.network, steps), **log)
 
     def training_step(self, batch, batch_idx):
         loss, logits, y = self._step(batch, "train")

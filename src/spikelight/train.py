@@ -31,10 +31,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from spikelight.atomic import atomic_output
 from spikelight.checkpoint_io import AtomicCheckpointIO, validate_checkpoint
 from spikelight.configs import CONFIG_PATH, PRIMARY_CONFIG, config_dir
+from spikelight.cost import size_report
 from spikelight.devices import claim_device, claims_gpu
 from spikelight.extras import missing_extra
 from spikelight.faults import CheckpointOnInterrupt, FiniteLossGuard, NonFiniteLossError
 from spikelight.loggers import finishing_runs
+from spikelight.network import SpikingNetwork
 from spikelight.validation import validate_config
 
 log = logging.getLogger(__name__)
@@ -113,6 +115,7 @@ def _record_outcome(
         "metrics": {k: (v if math.isfinite(v) else None) for k, v in sorted(metrics.items())},
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
         "device": run.get("device"),
+        "cost": run.get("cost"),  # neurons and synapses per layer (spikelight.cost)
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started_at": run["started_at"],
@@ -148,6 +151,8 @@ def _fit_and_test(cfg: DictConfig, device: dict, run: dict) -> dict[str, float]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info("Building model <%s>", cfg.model._target_)
     model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    if isinstance(getattr(model, "network", None), SpikingNetwork):
+        run["cost"] = size_report(model.network)
     if cfg.ckpt_path is not None:
         validate_checkpoint(cfg.ckpt_path, model)
     output_dir = Path(cfg.paths.output_dir)  # written only once the inputs are known good
