@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,16 +104,24 @@ class BinnedSplit:
         }
 
 
+def event_bins(times: np.ndarray, num_steps: int, max_time: float) -> np.ndarray:
+    """Each event's bin ``floor(t * num_steps / max_time)``; -1 outside ``[0, max_time)``."""
+    times = np.asarray(times, dtype=np.float64)
+    keep = (times >= 0) & (times < max_time)
+    bins = np.full(times.shape, -1, dtype=np.int64)
+    inside = np.floor(times[keep] * (num_steps / max_time)).astype(np.int64)
+    bins[keep] = np.minimum(inside, num_steps - 1)  # guards rounding just below max_time
+    return bins
+
+
 def bin_sample(
     times: np.ndarray, units: np.ndarray, num_steps: int, max_time: float, channel_pool: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sparse bins of one sample: unique ``bin * (700 // pool) + channel // pool`` and counts."""
-    times = np.asarray(times, dtype=np.float64)
-    keep = (times >= 0) & (times < max_time)
-    bins = np.floor(times[keep] * (num_steps / max_time)).astype(np.int64)
-    np.minimum(bins, num_steps - 1, out=bins)  # guards rounding just below max_time
+    bins = event_bins(times, num_steps, max_time)
+    keep = bins >= 0
     channels = np.asarray(units, dtype=np.int64)[keep] // channel_pool
-    flat = bins * (NUM_CHANNELS // channel_pool) + channels
+    flat = bins[keep] * (NUM_CHANNELS // channel_pool) + channels
     return np.unique(flat, return_counts=True)
 
 
@@ -160,26 +169,16 @@ def read_and_bin(
                 else np.full(total, -1, dtype=np.int64)
             )
             keys = handle["extra/keys"][:] if "extra/keys" in handle else range(num_classes)
-            for start in range(0, total, READ_BLOCK):
-                stop = min(start + READ_BLOCK, total)
-                block_times = handle["spikes/times"][start:stop]
-                block_units = handle["spikes/units"][start:stop]
-                for offset, (times, units) in enumerate(zip(block_times, block_units, strict=True)):
-                    _check_sample(path, start + offset, times, units)
-                    flat, count = bin_sample(times, units, num_steps, max_time, channel_pool)
-                    indices.append(flat.astype(np.int32))
-                    counts.append(count)
-                    offsets.append(offsets[-1] + len(flat))
+            for times, units in _samples(handle, path, total):
+                flat, count = bin_sample(times, units, num_steps, max_time, channel_pool)
+                indices.append(flat.astype(np.int32))
+                counts.append(count)
+                offsets.append(offsets[-1] + len(flat))
         except SHDFormatError:
             raise
         except (OSError, TypeError, ValueError) as error:  # h5py's errors on damaged data
             raise SHDFormatError(f"{path} could not be read: {error}") from error
-    bad = (labels < 0) | (labels >= num_classes)
-    if bad.any():
-        raise SHDFormatError(
-            f"{path}: label {labels[bad][0]} of sample {np.flatnonzero(bad)[0]} is outside "
-            f"0..{num_classes - 1}"
-        )
+    _check_labels(path, labels, num_classes)
     count = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     count_dtype = np.uint16 if count.size == 0 or count.max() < 2**16 else np.uint32
     return BinnedSplit(
@@ -190,6 +189,50 @@ def read_and_bin(
         speakers=speakers,
         class_names=[k.decode() if isinstance(k, bytes) else str(k) for k in keys],
     )
+
+
+def sample_count(path: Path, num_classes: int) -> int:
+    """The number of samples of an SHD/SSC file, whose layout is checked."""
+    with _open_h5(path) as handle:
+        return _check_layout(handle, path, num_classes)
+
+
+def read_samples(path: Path, num_classes: int) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """``(times, units, label)`` of each sample of an SHD/SSC file, in file order, unbinned.
+
+    Checked as :func:`read_and_bin` checks them; for reading a file sample by sample (a stream).
+    """
+    with _open_h5(path) as handle:
+        total = _check_layout(handle, path, num_classes)
+        try:
+            labels = handle["labels"][:].astype(np.int64)
+            _check_labels(path, labels, num_classes)
+            for label, (times, units) in zip(labels, _samples(handle, path, total), strict=True):
+                yield times, units, int(label)
+        except SHDFormatError:
+            raise
+        except (OSError, TypeError, ValueError) as error:  # h5py's errors on damaged data
+            raise SHDFormatError(f"{path} could not be read: {error}") from error
+
+
+def _samples(handle: h5py.File, path: Path, total: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(times, units)`` of every sample, read ``READ_BLOCK`` samples at a time, checked."""
+    for start in range(0, total, READ_BLOCK):
+        stop = min(start + READ_BLOCK, total)
+        block_times = handle["spikes/times"][start:stop]
+        block_units = handle["spikes/units"][start:stop]
+        for offset, (times, units) in enumerate(zip(block_times, block_units, strict=True)):
+            _check_sample(path, start + offset, times, units)
+            yield times, units
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int) -> None:
+    bad = (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        raise SHDFormatError(
+            f"{path}: label {labels[bad][0]} of sample {np.flatnonzero(bad)[0]} is outside "
+            f"0..{num_classes - 1}"
+        )
 
 
 def _check_sample(path: Path, sample: int, times: np.ndarray, units: np.ndarray) -> None:
