@@ -138,7 +138,8 @@ class SpikingClassifier(L.LightningModule):
             self.log(f"{stage}/synops/{layer}", value, **log)
         self.log(f"{stage}/synops/total", sum(ops.values()), **log)
         self.log(f"{stage}/energy_nj/snn", snn_energy_nj(ops, self._analog_input), **log)
-        self.log(f"{stage}/energy_nj/ann", ann_energy_nj(self.network, steps), **log)
+        ann = torch.tensor(ann_energy_nj(self.network, steps), dtype=torch.float64)
+        self.log(f"{stage}/energy_nj/ann", ann, **log)
 
     def training_step(self, batch, batch_idx):
         loss, logits, y = self._step(batch, "train")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from spikelight import checks
 from spikelight.checks import ArgumentError
@@ -341,16 +342,17 @@ class SpikingNetwork(nn.Module):
             )
         spikes, layers, last = {}, [], []
         h = x
-        for index, (layer, neuron_state, z) in enumerate(
-            zip(self.layers, state.layers, state.spikes, strict=True)
-        ):
-            current = nn.functional.linear(h, layer.fc.weight)
-            h, neuron_state = run_steps(layer.neuron, current, neuron_state, layer.rec, z)
-            spikes[hidden_name(index)] = h
-            layers.append(neuron_state)
-            last.append(h[-1])
-        current = nn.functional.linear(h, self.readout_fc.weight)
-        readout, readout_state = run_steps(self.readout, current, state.readout)
+        with parametrize.cached():  # weights stored in units of their scale: computed once
+            for index, (layer, neuron_state, z) in enumerate(
+                zip(self.layers, state.layers, state.spikes, strict=True)
+            ):
+                current = nn.functional.linear(h, layer.fc.weight)
+                h, neuron_state = run_steps(layer.neuron, current, neuron_state, layer.rec, z)
+                spikes[hidden_name(index)] = h
+                layers.append(neuron_state)
+                last.append(h[-1])
+            current = nn.functional.linear(h, self.readout_fc.weight)
+            readout, readout_state = run_steps(self.readout, current, state.readout)
         if isinstance(self.readout, Neuron):
             spikes["readout"] = readout
         decoded = decode_more(state.decoded, readout, self.decoding)
