@@ -145,14 +145,16 @@ def test_stream_records_no_graph():
 def test_bad_chunks_and_batches_are_named():
     net = make_network(LIF, recurrent=False, grid=False)
     state = net.init_state(2)
-    expected = r"\[t >= 1, 2, 9\] of torch.float32"
-    with pytest.raises(ValueError, match=expected + r".*got \(4, 3, 9\)"):
+    expected = (
+        r"expected a time-major chunk \[t >= 1, 2 \(the state's batch\), 9\] of torch.float32"
+    )
+    with pytest.raises(ValueError, match=r"x='\(4, 3, 9\) of torch.float32': " + expected):
         net.stream(torch.zeros(4, 3, INPUTS), state)  # another batch than the state's
-    with pytest.raises(ValueError, match=expected + r".*got \(0, 2, 9\)"):
+    with pytest.raises(ValueError, match=r"x='\(0, 2, 9\) of torch.float32': " + expected):
         net.stream(torch.zeros(0, 2, INPUTS), state)
-    with pytest.raises(ValueError, match=r"got \(2, 9\)"):
+    with pytest.raises(ValueError, match=r"x='\(2, 9\) of torch.float32'"):
         net.stream(torch.zeros(2, INPUTS), state)
-    with pytest.raises(ValueError, match="torch.float64"):
+    with pytest.raises(ValueError, match=r"x='\(4, 2, 9\) of torch.float64'"):
         net.stream(torch.zeros(4, 2, INPUTS, dtype=torch.float64), state)
-    with pytest.raises(ValueError, match="init_state: batch must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="batch=0: expected an integer >= 1"):
         net.init_state(0)

@@ -97,20 +97,26 @@ def test_streamed_predictions_are_the_whole_sequence_ones(run, capsys):
 def test_limit_streams_the_first_samples(run, capsys):
     run_dir, test_file, truth = run
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    result = stream_shd.main([str(checkpoint), str(test_file), "--limit", "3", "--chunk", "1"])
+    threads = torch.get_num_threads()
+    argv = [str(checkpoint), str(test_file), "--limit", "3", "--chunk", "1", "--threads", "2"]
+    result = stream_shd.main(argv)
+    assert torch.get_num_threads() == threads  # the script's setting does not outlive it
     assert result["labels"] == truth.labels[:3].tolist()
     assert "over 3 samples" in capsys.readouterr().out
 
 
 def test_bad_arguments_get_one_line_errors(run, tmp_path, capsys):
     run_dir, test_file, _ = run
-    lone = tmp_path / "lone.ckpt"
+    lone = tmp_path / "lone" / "checkpoints" / "last.ckpt"  # a run directory without config
+    lone.parent.mkdir(parents=True)
     lone.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
-    with pytest.raises(FileNotFoundError, match="no run config at .*pass the run's config.yaml"):
+    with pytest.raises(FileNotFoundError, match="run directory.* pass the run's config.yaml"):
         stream_shd.main([str(lone), str(test_file)])
     other = tmp_path / "config.yaml"
     other.write_text((run_dir / "config.yaml").read_text().replace("shd.SHDDataModule", "x.Y"))
     with pytest.raises(ValueError, match=r"data._target_ is 'spikelight.data.x.Y'.*data=shd"):
         stream_shd.main([str(lone), str(test_file), "--config", str(other)])
     assert stream_shd.cli([str(lone), str(test_file)]) == 2
-    assert capsys.readouterr().err.startswith("Error: no run config at")
+    assert capsys.readouterr().err.startswith(
+        f"Error: config '{tmp_path / 'lone' / 'config.yaml'}'"
+    )

@@ -5,20 +5,25 @@ system temp directory; when that is another file system, the final move is a pla
 checkpoint path, so a crash mid-copy leaves a truncated ``last.ckpt``. Here the bytes go to a
 temporary file next to the target, are flushed to disk, and replace it with ``os.replace``
 (:func:`spikelight.atomic.atomic_output`). Remote paths (``s3://`` ...) keep Lightning's behaviour.
-:func:`validate_checkpoint` checks a checkpoint to resume or test before any loop starts.
+:func:`validate_checkpoint` checks a checkpoint to resume or test before any loop starts;
+:func:`load_run` turns a trained run's checkpoint back into its network (export, streaming).
 """
 
 from __future__ import annotations
 
 import io
 import os
+from pathlib import Path
 from typing import Any
 
+import hydra
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 
 from spikelight.atomic import atomic_output
 from spikelight.checks import ConfigError
+from spikelight.network import SpikingNetwork
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -84,3 +89,40 @@ def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None
 def abbreviate(items: list[str], limit: int = 6) -> str:
     shown = ", ".join(items[:limit])
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
+
+
+def load_run(
+    ckpt_path: str | os.PathLike, config_path: str | os.PathLike | None = None
+) -> tuple[SpikingNetwork, DictConfig]:
+    """The trained network of a checkpoint (in eval mode) and its run's resolved config.
+
+    A checkpoint holds weights only; the network's shape comes from the config, by default the
+    run directory's (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``).
+    """
+    ckpt = Path(ckpt_path)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
+    config = Path(config_path) if config_path is not None else ckpt.parent.parent / "config.yaml"
+    if not config.is_file():
+        where = "given" if config_path is not None else "of the checkpoint's run directory"
+        raise FileNotFoundError(
+            f"config {str(config)!r} ({where}) does not exist: pass the run's config.yaml "
+            "(--config)"
+        )
+    cfg = OmegaConf.load(config)
+    if "model" not in cfg:
+        raise ValueError(
+            f"config {str(config)!r} has no 'model' section: expected a run's config.yaml"
+        )
+    model = hydra.utils.instantiate(cfg.model)
+    validate_checkpoint(ckpt, model)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    model.load_state_dict(state)
+    return model.network.eval(), cfg
+
+
+def load_network(
+    ckpt_path: str | os.PathLike, config_path: str | os.PathLike | None = None
+) -> SpikingNetwork:
+    """The trained network of a checkpoint (:func:`load_run` without the config)."""
+    return load_run(ckpt_path, config_path)[0]

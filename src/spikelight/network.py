@@ -305,8 +305,7 @@ class SpikingNetwork(nn.Module):
     @torch.no_grad()
     def init_state(self, batch: int) -> StreamState:
         """The state of ``batch`` streams at their start (every neuron at rest, no steps)."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"init_state: batch must be a positive integer, got {batch!r}")
+        checks.positive_int("batch", batch)
         like = self.readout_fc.weight
         num_classes = self.readout_fc.out_features
         start = -math.inf if self.decoding == "max_membrane" else 0.0
@@ -328,17 +327,18 @@ class SpikingNetwork(nn.Module):
         ``time_loop="autograd"``), without autograd; start a stream with :meth:`init_state`.
         """
         like = self.readout_fc.weight
-        batch = state.decoded.shape[0]
-        expected = f"[t >= 1, {batch}, {self.layers[0].fc.in_features}] of {like.dtype}"
+        batch, inputs = state.decoded.shape[0], self.layers[0].fc.in_features
         if (
             x.dim() != 3
             or x.shape[0] < 1
-            or tuple(x.shape[1:]) != (batch, self.layers[0].fc.in_features)
+            or tuple(x.shape[1:]) != (batch, inputs)
             or x.dtype != like.dtype
         ):
-            raise ValueError(
-                f"stream: x must be a chunk {expected} (time-major, the state's batch), "
-                f"got {tuple(x.shape)} of {x.dtype}"
+            raise ArgumentError(
+                "x",
+                f"{tuple(x.shape)} of {x.dtype}",
+                f"a time-major chunk [t >= 1, {batch} (the state's batch), {inputs}] "
+                f"of {like.dtype}",
             )
         spikes, layers, last = {}, [], []
         h = x
