@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -73,8 +74,10 @@ def classify(network, data_cfg, path: Path, chunk: int, limit: int | None, devic
     total = sample_count(path, data_cfg.num_classes)
     total = total if limit is None else min(limit, total)
     labels, predictions, scores, correct = [], [], [], 0
-    samples = read_samples(path, data_cfg.num_classes)
-    with tqdm(total=total, desc="streaming", unit="sample", file=sys.stderr) as bar:
+    with (
+        closing(read_samples(path, data_cfg.num_classes)) as samples,  # closed at a --limit too
+        tqdm(total=total, desc="streaming", unit="sample", file=sys.stderr) as bar,
+    ):
         for index, (times, units, label) in enumerate(samples):
             if index == total:
                 break
@@ -92,7 +95,7 @@ def classify(network, data_cfg, path: Path, chunk: int, limit: int | None, devic
             scores.append(output.logits[0].tolist())
             predictions.append(int(output.logits.argmax(1)))
             labels.append(label)
-            correct = sum(p == y for p, y in zip(predictions, labels, strict=True))
+            correct += predictions[-1] == label
             bar.write(
                 f"sample {index}: label {label} predicted {predictions[-1]} "
                 f"{'right' if predictions[-1] == label else 'wrong'}; running accuracy "

@@ -12,7 +12,7 @@ import torch
 from spikelight.data import shd
 from spikelight.train import train
 from tests.conftest import REPO_ROOT, compose_config
-from tests.data_fixtures import make_shd_files
+from tests.data_fixtures import make_shd_files, make_shd_samples, write_shd_h5
 
 STEPS, POOL, MAX_TIME = 20, 10, 1.4
 
@@ -116,6 +116,9 @@ def test_bad_arguments_get_one_line_errors(run, tmp_path, capsys):
     other.write_text((run_dir / "config.yaml").read_text().replace("shd.SHDDataModule", "x.Y"))
     with pytest.raises(ValueError, match=r"data._target_ is 'spikelight.data.x.Y'.*data=shd"):
         stream_shd.main([str(lone), str(test_file), "--config", str(other)])
+    broken = write_shd_h5(tmp_path / "broken.h5", make_shd_samples(3), omit=("labels",))
+    assert stream_shd.cli([str(run_dir / "checkpoints" / "last.ckpt"), str(broken)]) == 2
+    assert "has no dataset 'labels'" in capsys.readouterr().err
     assert stream_shd.cli([str(lone), str(test_file)]) == 2
     assert capsys.readouterr().err.startswith(
         f"Error: config '{tmp_path / 'lone' / 'config.yaml'}'"
