@@ -3,6 +3,7 @@
     python scripts/evidence.py                 # every run below, one after another
     python scripts/evidence.py quick_start     # only the named ones
     python scripts/evidence.py --list          # names and commands
+    python scripts/evidence.py --collect NAME  # copy the results of a run made before
 
 A single run goes to ``outputs/evidence/<name>/``; its ``metrics.json`` (final metrics,
 overrides, wall time) is copied to ``docs/evidence/<folder>/<name>.json``. A multirun goes to
@@ -86,31 +87,39 @@ RUNS: dict[str, Run] = {
 }
 
 
+def output_dir(name: str) -> Path:
+    """Where the run (or the sweep) of RUNS[name] writes its files."""
+    kind = "multiruns" if RUNS[name].multirun else "evidence"
+    return ROOT / "outputs" / kind / name
+
+
 def run(name: str) -> list[Path]:
-    """Run one entry of RUNS; return the evidence files it wrote."""
-    spec = RUNS[name]
+    """Run one entry of RUNS, then :func:`collect` its evidence."""
+    spec, out = RUNS[name], output_dir(name)
     print("$", spec.command, flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    key = "hydra.sweep.dir" if spec.multirun else "hydra.run.dir"
+    call = [sys.executable, "train.py", *(["-m"] if spec.multirun else []), *spec.args]
+    subprocess.run([*call, f"{key}={out}"], cwd=ROOT, check=True)
+    return collect(name)
+
+
+def collect(name: str) -> list[Path]:
+    """Copy the result files of RUNS[name]'s finished run into docs/evidence/; return them."""
+    spec, out = RUNS[name], output_dir(name)
     if not spec.multirun:
-        run_dir = ROOT / "outputs" / "evidence" / name
-        shutil.rmtree(run_dir, ignore_errors=True)
-        call = [sys.executable, "train.py", *spec.args, f"hydra.run.dir={run_dir}"]
-        subprocess.run(call, cwd=ROOT, check=True)
         target = EVIDENCE / spec.folder / f"{name}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run_dir / "metrics.json", target)
+        shutil.copyfile(out / "metrics.json", target)
         return [target]
-    sweep_dir = ROOT / "outputs" / "multiruns" / name
-    shutil.rmtree(sweep_dir, ignore_errors=True)
-    call = [sys.executable, "train.py", "-m", *spec.args, f"hydra.sweep.dir={sweep_dir}"]
-    subprocess.run(call, cwd=ROOT, check=True)
-    summarize = [sys.executable, "scripts/summarize_sweep.py", str(sweep_dir), *spec.summary]
+    summarize = [sys.executable, "scripts/summarize_sweep.py", str(out), *spec.summary]
     subprocess.run(summarize, cwd=ROOT, check=True)
     folder = EVIDENCE / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     written = [folder / "summary.csv"]
-    shutil.copyfile(sweep_dir / "summary.csv", written[0])
-    for metrics in sorted(sweep_dir.glob("*/metrics.json")):
+    shutil.copyfile(out / "summary.csv", written[0])
+    for metrics in sorted(out.glob("*/metrics.json")):
         written.append(folder / f"{metrics.parent.name}.json")
         shutil.copyfile(metrics, written[-1])
     return written
@@ -120,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("names", nargs="*", help=f"some of {list(RUNS)} (default: all)")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
+    parser.add_argument(
+        "--collect", action="store_true", help="only copy the results of runs already made"
+    )
     args = parser.parse_args(argv)
     if args.list:
         for name, spec in RUNS.items():
@@ -129,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown run name(s) {unknown}; expected some of {list(RUNS)}")
     for name in args.names or RUNS:
-        for path in run(name):
+        for path in (collect if args.collect else run)(name):
             print(path.relative_to(ROOT))
     return 0
 
