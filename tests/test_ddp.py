@@ -48,7 +48,8 @@ def test_two_process_gloo_ddp_writes_once_with_the_batch_split(tmp_path):
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     pids = {int(p.name.split(".")[-2]) for p in events}  # events.out.tfevents.<t>.<host>.<pid>.<n>
     assert len(pids) == 1  # one writing process
-    assert [p.name for p in (run_dir / "csv").iterdir()] == ["metrics.csv"]
+    # one set of CSV files (the hparams through the dashboard's sink), written by rank 0 only
+    assert sorted(p.name for p in (run_dir / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]
     outcome = json.loads((run_dir / "metrics.json").read_text())
     assert outcome["status"] == "ok" and {outcome["pid"]} == pids
 
