@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 
 import pytest
@@ -184,3 +185,87 @@ def test_bad_arguments_name_the_value(tmp_path):
         bench.main([*TINY, "--impl", "nope"])
     with pytest.raises(SystemExit, match="does not exist"):
         bench.main([*TINY, "--json", str(tmp_path / "missing" / "x.json")])
+
+
+def test_the_benchmark_tables_in_the_docs_are_the_rendered_evidence_file():
+    """Every row of docs/benchmarks.md's result tables is a line of its bench.json, rendered.
+
+    The tables are pasted from ``--markdown``; re-rendering the committed ``--json`` file must
+    give each row again, so a figure cannot drift from the run it came from.
+    """
+    results = json.loads((REPO_ROOT / "docs/evidence/benchmarks/bench.json").read_text())
+    rendered = set(bench.render(results, True).splitlines())
+    headers = {line for line in rendered if line.startswith("| ") and "---" not in line}
+    doc = (REPO_ROOT / "docs/benchmarks.md").read_text().splitlines()
+    checked, header = 0, None
+    for line in doc:
+        if not line.startswith("|"):
+            header = None
+        elif header is None:
+            header = line
+        elif header in headers and not line.startswith("|-") and "---" not in line:
+            assert line in rendered, f"docs/benchmarks.md row not in bench.json: {line}"
+            checked += 1
+    assert checked >= 20  # the three cases and the scaling tables at least
+
+
+def _benchmark_rows():
+    """``(line, {header: cell}, json path)`` of docs/benchmarks.md rows that link a bench file."""
+    header = None
+    for line in (REPO_ROOT / "docs/benchmarks.md").read_text().splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            continue
+        link = re.search(r"\]\((evidence/benchmarks/[^)]+\.json)\)", line)
+        if link:
+            yield line, dict(zip(header, cells, strict=True)), REPO_ROOT / "docs" / link.group(1)
+
+
+def test_summary_rows_of_the_benchmark_docs_equal_their_bench_files():
+    """A row linking a bench file shows its first case's median per implementation and ratio."""
+    rows = list(_benchmark_rows())
+    assert len(rows) >= 5  # the repeated runs and the density sweep
+    for line, row, path in rows:
+        (case, *_) = json.loads(path.read_text())["cases"]
+        results = {r["implementation"]: r for r in case["results"] if r.get("median_ms")}
+        shown = [name for name in row if name in results]
+        assert {"spikelight", "snnTorch", "Norse"} <= set(shown), line
+        for name in shown:
+            assert row[name] == f"{results[name]['median_ms']:.1f} ms", line
+        ratio = results["spikelight"]["time_vs_best_peer"]
+        assert row["spikelight x fastest peer"] == f"{ratio:.2f}", line
+        if "hidden rate" in row:
+            assert row["hidden rate"] == f"{results['spikelight']['hidden_rate']:.3f}", line
+
+
+README_ROWS = {  # README's summary table: row label -> (case, quantity)
+    "T=100, B=64: step time": ("shd_recurrent", "median_ms"),
+    "T=100, B=64, feed-forward: step time": ("shd_feedforward", "median_ms"),
+    "T=250, B=128: step time": ("shd_recurrent_long", "median_ms"),
+    "T=250, B=128: peak memory of a step": ("shd_recurrent_long", "peak_bytes"),
+    "T=250, B=128: saved for backward": ("shd_recurrent_long", "saved_bytes"),
+}
+README_COLUMNS = ["spikelight", "spikelight (PyTorch loops)", "reference", "snnTorch", "Norse"]
+
+
+def test_the_readme_benchmark_summary_equals_the_bench_file():
+    results = json.loads((REPO_ROOT / "docs/evidence/benchmarks/bench.json").read_text())
+    cases = {c["name"]: {r["implementation"]: r for r in c["results"]} for c in results["cases"]}
+    seen = 0
+    for line in (REPO_ROOT / "README.md").read_text().splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if cells[0] not in README_ROWS:
+            continue
+        case, quantity = README_ROWS[cells[0]]
+        for implementation, cell in zip(README_COLUMNS, cells[1:], strict=True):
+            number, unit = cell.split()
+            value = cases[case][implementation][quantity]
+            value = value / 2**20 if unit == "MiB" else value
+            decimals = len(number.split(".")[1]) if "." in number else 0
+            assert float(number) == pytest.approx(round(value, decimals)), (line, implementation)
+        seen += 1
+    assert seen == len(README_ROWS)
