@@ -39,6 +39,20 @@ def flat(node, prefix=""):
     return items
 
 
+def table_rows(doc: Path):
+    """``(line number, line, {header: cell})`` of every body row of the markdown tables in doc."""
+    header = None
+    for number, line in enumerate(doc.read_text().splitlines(), start=1):
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif len(cells) == len(header):
+            yield number, line, dict(zip(header, cells, strict=True))
+
+
 def run_train_cli(*args: str, timeout: float = 300, env: dict | None = None):
     """``python train.py *args`` from the repository root; the completed process."""
     return subprocess.run(

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, table_rows
 
 TINY = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "2", "--warmup", "1"]
 
@@ -211,18 +211,9 @@ def test_the_benchmark_tables_in_the_docs_are_the_rendered_evidence_file():
 
 def _benchmark_rows():
     """``(line, {header: cell}, json path)`` of docs/benchmarks.md rows that link a bench file."""
-    header = None
-    for line in (REPO_ROOT / "docs/benchmarks.md").read_text().splitlines():
-        if not line.startswith("|"):
-            header = None
-            continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if header is None:
-            header = cells
-            continue
-        link = re.search(r"\]\((evidence/benchmarks/[^)]+\.json)\)", line)
-        if link:
-            yield line, dict(zip(header, cells, strict=True)), REPO_ROOT / "docs" / link.group(1)
+    for _, line, row in table_rows(REPO_ROOT / "docs/benchmarks.md"):
+        if link := re.search(r"\]\((evidence/benchmarks/[^)]+\.json)\)", line):
+            yield line, row, REPO_ROOT / "docs" / link.group(1)
 
 
 def test_summary_rows_of_the_benchmark_docs_equal_their_bench_files():

@@ -21,7 +21,7 @@ import statistics
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, table_rows
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # bench files (evidence/benchmarks/) have their own check in tests/test_benchmark.py
@@ -32,19 +32,9 @@ MEAN_STD = re.compile(r"^(?P<metric>\S+) \(mean ± std\)$")
 def evidence_rows():
     """``(doc, line number, {header: cell}, evidence path)`` for every linked table row."""
     for doc in DOCS:
-        header = None
-        for number, line in enumerate(doc.read_text().splitlines(), start=1):
-            if not line.startswith("|"):
-                header = None
-                continue
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if header is None:
-                header = cells
-                continue
-            link = LINK.search(line)
-            if link and len(cells) == len(header):
-                path = (doc.parent / link.group(1)).resolve()
-                yield doc.name, number, dict(zip(header, cells, strict=True)), path
+        for number, line, row in table_rows(doc):
+            if link := LINK.search(line):
+                yield doc.name, number, row, (doc.parent / link.group(1)).resolve()
 
 
 ROWS = list(evidence_rows())
