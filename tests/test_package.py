@@ -64,15 +64,13 @@ def checkout_env() -> dict[str, str]:
     return clean_env(PYTHONPATH=str(REPO_ROOT / "src"))
 
 
+def run_text(args: list[str], cwd: Path, env: dict, timeout: float = 300):
+    """``args`` run in ``cwd`` with ``env``; the completed process, its output as text."""
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def run_python(code: str, cwd: Path, env: dict, python: str = sys.executable, timeout=120):
-    result = subprocess.run(
-        [python, "-c", textwrap.dedent(code)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    result = run_text([python, "-c", textwrap.dedent(code)], cwd, env, timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -342,14 +340,7 @@ def test_fresh_venv_install_trains_from_an_empty_directory(tmp_path):
 
     work = tmp_path / "empty"
     work.mkdir()
-    result = subprocess.run(
-        [train, "trainer.max_epochs=1"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    result = run_text([train, "trainer.max_epochs=1"], work, env, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = (work / "outputs" / "runs").iterdir()
     assert sorted(p.name for p in work.iterdir()) == ["outputs"]
@@ -363,24 +354,12 @@ def test_fresh_venv_install_trains_from_an_empty_directory(tmp_path):
     assert Path(out["conf"]).is_relative_to(venv)  # the installed copy, not the checkout
 
     write_user_conf(work / "my_conf")
-    shown = subprocess.run(
-        [train, "--cfg", "job", "--config-dir", "my_conf", "experiment=my_study"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    shown = run_text(
+        [train, "--cfg", "job", "--config-dir", "my_conf", "experiment=my_study"], work, env
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     check_user_experiment(yaml.safe_load(shown.stdout))
 
-    missing = subprocess.run(
-        [train, "-m", "hydra/launcher=parallel", "seed=0,1"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    missing = run_text([train, "-m", "hydra/launcher=parallel", "seed=0,1"], work, env)
     assert missing.returncode == 2
     assert "pip install 'spikelight[sweeps]'" in missing.stderr

@@ -141,9 +141,9 @@ class ParameterHistograms(L.Callback):
                 histograms[tag] = values
         if self.weights:
             for index, layer in enumerate(network.layers):
-                histograms[f"params/hidden{index}/weight"] = layer.fc.weight
+                histograms[f"params/{hidden_name(index)}/weight"] = layer.fc.weight
                 if layer.rec is not None:
-                    histograms[f"params/hidden{index}/rec_weight"] = layer.rec.weight
+                    histograms[f"params/{hidden_name(index)}/rec_weight"] = layer.rec.weight
             histograms["params/readout/weight"] = network.readout_fc.weight
         for tag, values in histograms.items():
             values = values.detach().cpu()

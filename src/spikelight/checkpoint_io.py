@@ -41,11 +41,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             out.write(buffer.getbuffer())
 
 
-def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None:
+def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> dict:
     """Raise :class:`ConfigError` unless ``path`` loads safely and matches ``model``'s weights.
 
     Loads with ``weights_only=True`` (no code from the file runs) and compares its
-    ``state_dict`` keys and shapes with the model's.
+    ``state_dict`` keys and shapes with the model's; returns that checked ``state_dict``.
     """
     key = "ckpt_path"
     try:
@@ -84,6 +84,7 @@ def validate_checkpoint(path: str | os.PathLike, model: torch.nn.Module) -> None
                 f"(same neuron and layer sizes); " + "; ".join(details)
             ]
         )
+    return state
 
 
 def abbreviate(items: list[str], limit: int = 6) -> str:
@@ -115,9 +116,7 @@ def load_run(
             f"config {str(config)!r} has no 'model' section: expected a run's config.yaml"
         )
     model = hydra.utils.instantiate(cfg.model)
-    validate_checkpoint(ckpt, model)
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    model.load_state_dict(state)
+    model.load_state_dict(validate_checkpoint(ckpt, model))
     return model.network.eval(), cfg
 
 

@@ -24,7 +24,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from spikelight.network import DECODINGS, LeakyReadout, SpikingNetwork
+from spikelight.network import DECODINGS, LeakyReadout, SpikingNetwork, hidden_name
 from spikelight.neurons import LIF
 from spikelight.nir import require_nir
 from spikelight.nir.mapping import (
@@ -60,7 +60,7 @@ def export_network(network: SpikingNetwork) -> nir.NIRGraph:
     edges: list[tuple[str, str]] = []
     previous = "input"
     for k, layer in enumerate(network.layers):
-        name = f"hidden{k}"
+        name = hidden_name(k)
         nodes[f"{name}_fc"] = nir.Linear(weight=_array(layer.fc.weight))
         nodes[name] = neuron_node(layer.neuron, f"layer {name}")
         edges += [(previous, f"{name}_fc"), (f"{name}_fc", name)]
