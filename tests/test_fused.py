@@ -31,7 +31,7 @@ def backend(request, monkeypatch):
     """Every test twice: with the fused layer's C loops and with its PyTorch loops."""
     if request.param == "native" and native.library() is None:
         pytest.skip("the C loops are not built here (no C compiler)")
-    monkeypatch.setattr(fused, "NATIVE", request.param == "native")
+    monkeypatch.setattr(native, "_enabled", request.param == "native")
     return request.param
 
 

@@ -129,7 +129,7 @@ def test_fused_layer_runs_the_c_loops_where_it_can(monkeypatch):
     chunks = math.ceil(30 / fused.chunk_steps(30))
     assert len(calls) == 2 * chunks  # the forward pass and the recomputation, per chunk
     calls.clear()
-    monkeypatch.setattr(fused, "NATIVE", False)
+    monkeypatch.setattr(native, "_enabled", False)
     run_fused(neuron, Events.of(x), w_rec, in_weight=w_in).sum().backward()
     assert calls == []
 

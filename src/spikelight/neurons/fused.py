@@ -17,7 +17,8 @@ gradient in one reverse sweep. What it keeps for that sweep:
 
 On the CPU the per-step work (a chunk of forward steps, its recomputation, one backward step)
 and the sums over events run as C loops (``native.py``, ``fused_native.c``) where a C compiler
-is available; the PyTorch loops here compute the same and run everywhere else (``NATIVE``).
+is available; the PyTorch loops here compute the same and run everywhere else
+(``native.set_enabled``).
 
 The last hidden layer also projects its spikes onto the readout from the spike events and
 receives that projection's gradient a chunk at a time, so a training step holds no ``[T, B, N]``
@@ -198,7 +199,7 @@ class Events:
         if not _sparse(x):
             return None
         flat = x.reshape(-1)
-        if NATIVE and native.supports(flat):
+        if native.supports(flat):
             index, ones = native.nonzero(flat)
         else:
             index = _nonzero_positions(flat)
@@ -220,16 +221,12 @@ class Events:
         """
         values = None if self.values is None else self.values[lo:hi].to(weight_t.dtype)
         if c_loop is None:
-            c_loop = NATIVE and native.supports(weight_t)
+            c_loop = native.supports(weight_t)
         if c_loop and self.index.dtype == torch.int32:
             index = self.index[lo:hi]
             return native.gather_rows(index, values, self.shape[2], r0, r1 - r0, weight_t)
         index = self.index[lo:hi].long() - r0 * self.shape[2]
         return _row_sums(index, values, self.shape[2], r1 - r0, weight_t)
-
-
-#: Whether the fused layer may use its C loops (``native.py``) where they are available.
-NATIVE = True
 
 
 def _same(t):
@@ -348,7 +345,7 @@ class _FusedLayer(torch.autograd.Function):
         state = {"i": [], "v": [], "b": []}  # at the start of each chunk, where it varies
         coefficients = dict(a_syn=a_syn, a_mem=a_mem, v_leak=v_leak, threshold=threshold,
                             v_reset=v_reset, a_adapt=a_adapt)  # fmt: skip
-        c_loops = NATIVE and native.supports(like)  # backward follows this choice (ctx)
+        c_loops = native.supports(like)  # backward follows this choice (ctx)
         kernel = None
         if c_loops:
             kernel = _native_steps(d, like, spikes.shape, coefficients, w_t, leak, beta)
@@ -802,7 +799,7 @@ class _LeakyIntegrator(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, a_syn, a_mem):
         ctx.coefficients = (float(a_syn), float(a_mem))
-        ctx.c_loop = NATIVE and native.supports(x)  # the backward follows the forward's choice
+        ctx.c_loop = native.supports(x)  # the backward follows the forward's choice
         return _filter(x, *ctx.coefficients, c_loop=ctx.c_loop)
 
     @staticmethod

@@ -159,9 +159,21 @@ def _function(name: str, dtype: torch.dtype):
     return getattr(library(), f"{name}_{_SUFFIX[dtype]}")
 
 
+_enabled = True
+
+
+def set_enabled(on: bool) -> bool:
+    """Let the fused layers use the C loops (True, the default) or only their PyTorch loops
+    (False); returns the previous setting. ``SPIKELIGHT_NATIVE=0`` turns them off for a whole
+    process. A layer decides in its forward pass; its backward follows that choice."""
+    global _enabled
+    previous, _enabled = _enabled, bool(on)
+    return previous
+
+
 def supports(t: torch.Tensor) -> bool:
-    """Whether the C loops take ``t`` (float32/float64 on the CPU) and are built."""
-    return t.device.type == "cpu" and t.dtype in _SUFFIX and library() is not None
+    """Whether the C loops take ``t`` (float32/float64 on the CPU), are built and enabled."""
+    return _enabled and t.device.type == "cpu" and t.dtype in _SUFFIX and library() is not None
 
 
 def nonzero(flat: torch.Tensor) -> tuple[torch.Tensor, bool]:
