@@ -28,7 +28,9 @@ from torch.nn.utils import parametrize
 from spikelight import checks
 from spikelight.checks import ArgumentError
 from spikelight.neurons.base import Neuron
-from spikelight.neurons.fused import Events, leaky_integrate, project, project_spikes, run_fused
+from spikelight.neurons.events import Events, project, project_spikes
+from spikelight.neurons.fused import run_fused
+from spikelight.neurons.leaky_filter import filter_step, leaky_integrate
 from spikelight.surrogates import Surrogate
 from spikelight.weight_init import FluctuationDriven, ScaledNormal
 
@@ -76,8 +78,8 @@ class LeakyReadout(nn.Module):
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
         self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
 
-    def coefficients(self) -> dict[str, torch.Tensor]:
-        return {"a_syn": self.a_syn, "a_mem": self.a_mem}
+    def coefficients(self) -> dict[str, float]:
+        return {"a_syn": float(self.a_syn), "a_mem": float(self.a_mem)}
 
     def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = like.new_zeros(batch, self.size)
@@ -85,9 +87,7 @@ class LeakyReadout(nn.Module):
 
     def step(self, x, state, coeffs):
         """One step, as a neuron's: ``(input [B, K], (i, v), coeffs) -> (v, (i, v))``."""
-        i, v = state
-        i = coeffs["a_syn"] * i + x
-        v = coeffs["a_mem"] * v + (1 - coeffs["a_mem"]) * i
+        i, v = filter_step(x, *state, coeffs["a_syn"], coeffs["a_mem"])
         return v, (i, v)
 
     def forward(self, x: torch.Tensor, fused: bool = True) -> torch.Tensor:
@@ -122,7 +122,7 @@ class SpikingLayer(nn.Module):
         ``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes). ``out_weight``: the
         next projection, computed by the fused loop from its spike events when it runs.
         """
-        if fused and self.neuron.fused_dynamics() is not None:
+        if fused and self.neuron.fused_reason() is None:
             rec = None if self.rec is None else self.rec.weight
             events = Events.of(x)  # sparse data: projected inside the fused loop, per event
             if events is not None:
@@ -149,7 +149,7 @@ def run_neuron(
     neuron: Neuron, current: torch.Tensor, rec: nn.Linear | None = None, fused: bool = True
 ) -> torch.Tensor:
     """Spikes ``[T, B, N]`` of ``neuron`` driven by ``current`` and optional recurrence."""
-    if fused and neuron.fused_dynamics() is not None:
+    if fused and neuron.fused_reason() is None:
         return run_fused(neuron, current, None if rec is None else rec.weight)
     if rec is None:
         return neuron(current)
@@ -291,7 +291,7 @@ class SpikingNetwork(nn.Module):
         for index, layer in enumerate(self.layers[:-1]):
             h = layer(h, self.fused, binary)
             spikes[hidden_name(index)] = h
-            binary = self.fused and layer.neuron.fused_dynamics() is not None
+            binary = self.fused and layer.neuron.fused_reason() is None
         # the last hidden layer also projects its spikes onto the readout (inside a fused loop)
         h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
         spikes[hidden_name(len(self.layers) - 1)] = h

@@ -36,6 +36,8 @@ A projection of fan-in one cannot be standardised: its weight is ``mu_w + sigma_
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import torch
@@ -136,8 +138,8 @@ def free_membrane(population: nn.Module, current: torch.Tensor) -> torch.Tensor:
     """
     if not isinstance(population, Neuron):
         return population(current, fused=False)
-    coeffs = {k: v.detach() for k, v in population.coefficients().items()}
-    coeffs["threshold"] = torch.full_like(coeffs["threshold"], _UNREACHABLE)
+    coeffs = population.coefficients().map(torch.Tensor.detach)
+    coeffs = dataclasses.replace(coeffs, threshold=torch.full_like(coeffs.threshold, _UNREACHABLE))
     state = population.initial_state(current.shape[1], current)
     index = population.state_names.index(population.membrane)
     trace = []
@@ -288,7 +290,7 @@ class FluctuationDriven:
                     self._fit(population, linear, source, shares)
             if spiking:
                 h = layer(h, network.fused, binary)
-                binary = network.fused and layer.neuron.fused_dynamics() is not None
+                binary = network.fused and layer.neuron.fused_reason() is None
 
     def _fit(self, population, linear: nn.Linear, source: torch.Tensor, shares) -> None:
         """Map ``linear``'s weight rows affinely so that ``source`` drives the target."""

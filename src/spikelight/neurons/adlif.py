@@ -33,7 +33,6 @@ class AdLIF(Neuron):
     sigmoid), ``threshold``, ``v_reset``.
     """
 
-    state_names = ("u", "w", "z")
     membrane = "u"
 
     def __init__(
@@ -60,6 +59,8 @@ class AdLIF(Neuron):
     ):
         super().__init__(size, surrogate, trainable, dt, reset, detach_reset, tau_init)
         self.discretization = checks.choice("discretization", discretization, DISCRETIZATIONS)
+        # euler keeps the last spike as a third state row
+        self.state_names = ("u", "w") if discretization == "symplectic" else ("u", "w", "z")
         self.adapt_scale = checks.positive("adapt_scale", adapt_scale)
         self.add_time_constant("tau_mem", tau_mem, tau_mem_bounds)
         self.add_time_constant("tau_adapt", tau_adapt, tau_adapt_bounds)
@@ -75,21 +76,20 @@ class AdLIF(Neuron):
         self.add_voltage("v_reset", v_reset)
         self.check_trainable()
 
-    def coefficients(self):
-        coeffs = super().coefficients()
-        coeffs["a_mem"] = self.decay("tau_mem")
-        coeffs["a_w"] = self.decay("tau_adapt")
-        return coeffs
-
-    def step(self, x, state, coeffs):
-        u_prev, w, z_prev = state
-        a_mem, a_w = coeffs["a_mem"], coeffs["a_w"]
-        u = a_mem * u_prev + (1 - a_mem) * (x - w)
-        z, u = self.spike_and_reset(u, coeffs["threshold"], coeffs)
-        u_drive, z_drive = (u, z) if self.discretization == "symplectic" else (u_prev, z_prev)
-        drive = coeffs["adapt_a"] * u_drive + coeffs["adapt_b"] * z_drive
-        w = a_w * w + (1 - a_w) * self.adapt_scale * drive
-        return z, (u, w, z)
+    def dynamics(self):
+        a_mem, a_w = self.decay("tau_mem"), self.decay("tau_adapt")
+        gain, drive = 1 - a_mem, (1 - a_w) * self.adapt_scale
+        from_u, from_z = drive * self.get("adapt_a"), drive * self.get("adapt_b")
+        if self.discretization == "symplectic":  # w from this step's reset u and spike
+            return self.linear(
+                pre={(0, 0): a_mem, (0, 1): -gain, (1, 1): 1.0}, inputs={0: gain},
+                post={(1, 0): from_u, (1, 1): a_w}, post_spike={1: from_z},
+            )  # fmt: skip
+        # euler: w from the previous step's u and spike, the spike kept as state row 2
+        return self.linear(
+            pre={(0, 0): a_mem, (0, 1): -gain, (1, 0): from_u, (1, 1): a_w, (1, 2): from_z},
+            inputs={0: gain}, post_spike={2: 1.0},
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, discretization={self.discretization}"

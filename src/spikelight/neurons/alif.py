@@ -37,22 +37,11 @@ class ALIF(LIF):
         self.adapt_jump = checks.positive("adapt_jump", adapt_jump)
         self.check_trainable()
 
-    def coefficients(self):
-        coeffs = super().coefficients()
-        coeffs["a_adapt"] = self.decay("tau_adapt")
-        return coeffs
-
-    def initial_state(self, batch, like):
-        return (*super().initial_state(batch, like), like.new_zeros(batch, self.size))
-
-    def fused_dynamics(self):
-        if type(self).step is not ALIF.step:
-            return None
-        return self._dynamics(synapse=True, leaky=True, adaptive=True, adapt_jump=self.adapt_jump)
-
-    def step(self, x, state, coeffs):
-        i, v, b = state
-        i, v = self.integrate(x, i, v, coeffs)
-        z, v = self.spike_and_reset(v, coeffs["threshold"] + b, coeffs)
-        b = coeffs["a_adapt"] * b + self.adapt_jump * z
-        return z, (i, v, b)
+    def parts(self):
+        """``b`` passes through the pre-spike update unchanged, is added to the threshold, and
+        after the spike becomes ``a_adapt b + adapt_jump z``."""
+        parts = super().parts()
+        parts["pre"][(2, 2)] = 1.0
+        parts.update(adaptive=2, post={(2, 2): self.decay("tau_adapt")},
+                     post_spike={2: self.adapt_jump})  # fmt: skip
+        return parts

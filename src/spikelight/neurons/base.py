@@ -18,7 +18,8 @@ from spikelight import checks
 from spikelight.checks import ArgumentError
 from spikelight.constraints import Identity, LogInterval, Positive
 from spikelight.init import Homogeneous
-from spikelight.neurons.fused import Dynamics
+from spikelight.neurons import dynamics
+from spikelight.neurons.dynamics import Dynamics
 from spikelight.surrogates import Surrogate
 
 RESET_MODES = ("zero", "subtract", "none")
@@ -26,7 +27,7 @@ RAW_SUFFIX = "_raw"
 
 
 class Neuron(nn.Module):
-    """Base class. Subclasses declare parameters in ``__init__`` and implement ``step``."""
+    """Base class. Subclasses declare parameters in ``__init__`` and implement ``dynamics``."""
 
     #: names of the state tensors, in the order ``step`` takes and returns them
     state_names: tuple[str, ...] = ()
@@ -123,46 +124,51 @@ class Neuron(nn.Module):
         except ValueError as err:
             raise ValueError(f"neuron.{name}: {err}") from None
 
+    def has_leak(self) -> bool:
+        """Whether ``v_leak`` takes part (trained, or away from zero): else its terms are left
+        out of the step."""
+        return "v_leak" in self.trainable_names or bool(self.get("v_leak").any())
+
     def decay(self, tau_name: str) -> torch.Tensor:
         """``exp(-dt / tau)``: the factor a quantity with time constant tau keeps per step."""
         return torch.exp(-self.dt / self.get(tau_name))
 
     # -- dynamics -----------------------------------------------------------------------
-    def coefficients(self) -> dict[str, torch.Tensor]:
-        """Per-sequence constants (decays, thresholds) computed once before the time loop."""
-        return {name: self.get(name) for name in self._constraints}
-
-    def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        zeros = like.new_zeros(batch, self.size)
-        return tuple(zeros for _ in self.state_names)
-
-    def fused_dynamics(self):
-        """The :class:`~spikelight.neurons.fused.Dynamics` of this neuron's ``step``, or None.
-
-        None means no fused kernel reproduces ``step`` (a new neuron type, or a smooth forward
-        pass): the network then runs the plain autograd loop.
-        """
+    def dynamics(self) -> Dynamics | None:
+        """This neuron's step as coefficients of the linear form (:mod:`.dynamics`), built from
+        its constrained parameters so that autograd carries their gradients; None for a neuron
+        whose step is not of that form (it then overrides ``coefficients`` and ``step``)."""
         return None
 
-    def _dynamics(self, **terms) -> Dynamics | None:
-        """``Dynamics`` with this neuron's reset and surrogate; None under a smooth forward."""
+    def linear(self, **parts) -> Dynamics:
+        """:class:`Dynamics` with this neuron's states, reset, surrogate and threshold."""
+        return Dynamics.build(
+            self.size, self.get("threshold"), states=self.state_names,
+            membrane=self.state_names.index(self.membrane), reset=self.reset,
+            detach_reset=self.detach_reset, surrogate=self.surrogate,
+            threshold=self.get("threshold"),
+            v_reset=self.get("v_reset") if self.reset == "zero" else None, **parts,
+        )  # fmt: skip
+
+    def fused_reason(self) -> str | None:
+        """Why the fused time loop cannot run this neuron, or None when it can."""
         if self.surrogate.smooth_forward:
-            return None
-        return Dynamics(self.reset, self.detach_reset, self.surrogate, **terms)
+            return "the surrogate's smooth forward pass makes no binary spikes"
+        if type(self).step is not Neuron.step or type(self).dynamics is Neuron.dynamics:
+            return f"{type(self).__name__} defines its own step"
+        return None
+
+    def coefficients(self):
+        """Per-sequence constants (decays, thresholds) computed once before the time loop."""
+        return self.dynamics()
+
+    def initial_state(self, batch: int, like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.coefficients().initial_state(batch, like)
 
     def step(self, x, state, coeffs):
         """One time step: ``(input [B, N], state, coeffs) -> (spikes [B, N], new state)``."""
-        raise NotImplementedError
-
-    def spike_and_reset(self, v, threshold, coeffs):
-        """Spike where ``v > threshold`` and apply the configured reset to ``v``."""
-        z = self.surrogate(v - threshold)
-        r = z.detach() if self.detach_reset else z
-        if self.reset == "subtract":
-            v = v - r * threshold
-        elif self.reset == "zero":
-            v = v - r * (v - coeffs["v_reset"])
-        return z, v
+        z, _, state = dynamics.step(coeffs, x, state)
+        return z, state
 
     def forward(self, x: torch.Tensor, return_traces: bool = False):
         """Run over a whole sequence ``x [T, B, N]``; optionally also return state traces."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch.nn import functional as F
-
 from spikelight.neurons.base import Neuron
 
 
@@ -37,15 +35,5 @@ class IF(Neuron):
         self.add_voltage("v_reset", v_reset)
         self.check_trainable()
 
-    def fused_dynamics(self):
-        if type(self).step is not IF.step:
-            return None
-        return self._dynamics(rectify=self.rectify)
-
-    def step(self, x, state, coeffs):
-        (v,) = state
-        v = v + x
-        z, v = self.spike_and_reset(v, coeffs["threshold"], coeffs)
-        if self.rectify:
-            v = F.relu(v)
-        return z, (v,)
+    def dynamics(self):
+        return self.linear(pre={(0, 0): 1.0}, inputs={0: 1.0}, rectify=self.rectify)

@@ -15,6 +15,9 @@ class LIF(Neuron):
         v_t = v_leak + a_mem * (v_{t-1} - v_leak) + (1 - a_mem) * i_t
         z_t = H(v_t - threshold);  reset v_t (subtract threshold | to v_reset | none)
 
+    As the linear step of :mod:`.dynamics` (state ``(i, v)``, ``g = 1 - a_mem``):
+    ``A = [[a_syn, 0], [g a_syn, a_mem]]``, ``B = [1, g]``, ``c = [0, g v_leak]``.
+
     ``i`` is in voltage units, so a constant current ``I`` charges ``v`` towards ``v_leak + I``
     with time constant ``tau_mem``, and learning ``tau_mem`` does not change the steady-state
     gain. ``v`` starts at ``v_leak`` (rest), ``i`` at zero. Defaults follow Norse.
@@ -48,30 +51,16 @@ class LIF(Neuron):
         if type(self) is LIF:  # subclasses add their own parameters, then check
             self.check_trainable()
 
-    def coefficients(self):
-        coeffs = super().coefficients()
-        coeffs["a_mem"] = self.decay("tau_mem")
-        coeffs["a_syn"] = self.decay("tau_syn")
-        return coeffs
+    def dynamics(self):
+        return self.linear(**self.parts())
 
-    def initial_state(self, batch, like):
-        i = like.new_zeros(batch, self.size)
-        v = self.get("v_leak").to(like.dtype).expand(batch, self.size)
-        return i, v
-
-    def integrate(self, x, i, v, c):
-        """Synaptic current and sub-threshold membrane update (shared with ALIF)."""
-        i = c["a_syn"] * i + x
-        v = c["v_leak"] + c["a_mem"] * (v - c["v_leak"]) + (1 - c["a_mem"]) * i
-        return i, v
-
-    def fused_dynamics(self):
-        if type(self).step is not LIF.step:
-            return None  # a subclass with its own step runs the autograd loop
-        return self._dynamics(synapse=True, leaky=True)
-
-    def step(self, x, state, coeffs):
-        i, v = state
-        i, v = self.integrate(x, i, v, coeffs)
-        z, v = self.spike_and_reset(v, coeffs["threshold"], coeffs)
-        return z, (i, v)
+    def parts(self) -> dict:
+        """The coefficients of the step, by group (:meth:`Neuron.linear`); ALIF adds its own."""
+        a_syn, a_mem = self.decay("tau_syn"), self.decay("tau_mem")
+        gain = 1 - a_mem
+        parts = {"pre": {(0, 0): a_syn, (1, 0): gain * a_syn, (1, 1): a_mem},
+                 "inputs": {0: 1.0, 1: gain}}  # fmt: skip
+        if self.has_leak():
+            v_leak = self.get("v_leak")
+            parts.update(constants={1: gain * v_leak}, initial={1: v_leak})
+        return parts

@@ -1,0 +1,226 @@
+"""Sums over the events of sparse tensors: binned spike input and the spikes of a layer.
+
+A spike tensor ``[T, B, C]`` is mostly zeros. Its product with a weight matrix, and the weight
+gradient of that product, cost a few nanoseconds per event instead of per entry when they are
+sums over the listed events (flat positions, ascending; 4 bytes each where they fit).
+:class:`Events` lists a constant input; :func:`project` and :func:`project_spikes` are the
+products the network uses outside the fused layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+from spikelight.neurons import native
+
+#: Below this fraction of non-zero input entries the input is kept as events. Every event
+#: costs a few hundred ns over a training step (listing, sums forwards and again backwards,
+#: the weight gradient); measured on a 2-core CPU (docs/benchmarks.md), events win clearly at
+#: 2 % density and lose at 8 %.
+SPARSE_DENSITY = 0.05
+
+
+def is_sparse(x: torch.Tensor) -> bool:
+    """Whether ``x [..., C]`` is below ``SPARSE_DENSITY``, judged on ~256 of its rows."""
+    flat = x.reshape(-1, x.shape[-1])
+    sample = flat[:: max(1, flat.shape[0] // 256)]
+    return bool(torch.count_nonzero(sample) < SPARSE_DENSITY * sample.numel())
+
+
+def nonzero_positions(flat: torch.Tensor) -> torch.Tensor:
+    """Ascending positions of the non-zero entries of the 1-D ``flat`` (``flat.nonzero()``).
+
+    ``nonzero`` visits every entry one by one (~1.5 ns each on a CPU). This visits one 8-byte
+    word per 8 entries of a byte mask, then the bytes of the words that hold an event: about
+    twice as fast at the densities of binned spike data.
+    """
+    mask = flat.bool()  # as nonzero: NaN counts as non-zero
+    pad = (-mask.numel()) % 8
+    if pad:
+        mask = torch.cat([mask, mask.new_zeros(pad)])
+    words = mask.view(torch.int64)  # 8 entries per word, in memory order
+    hit = words.nonzero().squeeze(1)
+    word, byte = words.index_select(0, hit).view(torch.uint8).view(-1, 8).nonzero().unbind(1)
+    return hit.index_select(0, word) * 8 + byte
+
+
+def compact(index: torch.Tensor, numel: int) -> torch.Tensor:
+    """Flat positions in 4 bytes where they fit."""
+    return index.to(torch.int32 if numel < 2**31 else torch.int64)
+
+
+def bag_starts(index: torch.Tensor, width: int, rows: int) -> torch.Tensor:
+    """Start of each row's entries in ascending flat positions ``index`` (rows of ``width``)."""
+    starts = torch.arange(rows, device=index.device, dtype=index.dtype) * width
+    return torch.searchsorted(index, starts)
+
+
+def row_sums(index, values, width: int, rows: int, weight: torch.Tensor, starts=None):
+    """``S @ weight`` for the sparse ``S [rows, width]`` given by ascending flat ``index``
+    and ``values`` (None: ones): each row sums its entries' rows of ``weight [width, N]``.
+
+    ``starts``: the rows' first flat positions, ``arange(rows) * width``, when at hand.
+    """
+    weights = None if values is None else values.to(weight.dtype)
+    if starts is None:
+        offsets = bag_starts(index, width, rows)
+    else:
+        offsets = torch.searchsorted(index, starts)
+    return F.embedding_bag(index % width, weight, offsets, mode="sum", per_sample_weights=weights)
+
+
+class ColumnBags:
+    """Sparse entries regrouped by column within each time chunk (one sort), for ``S_c.T @ G``.
+
+    The entries are flat positions ``index`` over rows of ``width`` (row ``r = t * B + b``) with
+    ``values`` (None: ones); ``shift`` rows are added to each (a spike at ``t`` feeds ``t + 1``).
+    ``grad_t(c, grad)`` is ``S_c.T @ grad`` for chunk ``c``'s block: every column sums the
+    gradient rows of its entries, at a cost per entry (a weight gradient).
+    """
+
+    def __init__(self, index, values, width: int, shift: int, chunk_rows: int, n_chunks: int):
+        rows = torch.div(index, width, rounding_mode="floor") + shift
+        chunk = torch.div(rows, chunk_rows, rounding_mode="floor")
+        key = chunk * width + index % width
+        order = torch.argsort(key, stable=True)
+        bounds = torch.arange(n_chunks + 1, device=index.device, dtype=key.dtype) * width
+        self.ptr = torch.searchsorted(key[order], bounds).tolist()
+        self.order = compact(order, order.numel())
+        self.index, self.values, self.width, self.shift = index, values, width, shift
+        self.chunk_rows = chunk_rows
+
+    def grad_t(self, c: int, grad: torch.Tensor) -> torch.Tensor:
+        pick = self.order[self.ptr[c] : self.ptr[c + 1]].long()
+        index = self.index[pick].long()
+        rows = torch.div(index, self.width, rounding_mode="floor") + self.shift
+        cols = index % self.width
+        weights = None if self.values is None else self.values[pick].to(grad.dtype)
+        return F.embedding_bag(
+            rows - c * self.chunk_rows, grad, bag_starts(cols, 1, self.width), mode="sum",
+            per_sample_weights=weights,
+        )  # fmt: skip
+
+
+@dataclass
+class Events:
+    """The non-zero entries of a constant input ``[T, B, C]``: ascending flat positions.
+
+    A layer fed events computes its input current ``x @ W.T`` a chunk of time steps at a time,
+    at a cost per event, and the weight gradient likewise; no ``[T, B, N]`` current is stored.
+    """
+
+    index: torch.Tensor  # flat positions (t * B + b) * C + c, int32 where they fit
+    values: torch.Tensor | None  # None: every event is 1 (binned spikes)
+    shape: tuple[int, int, int]  # (T, B, C) of the dense input
+
+    @classmethod
+    @torch.compiler.disable  # data-dependent: the number of events
+    def of(cls, x: torch.Tensor) -> Events | None:
+        """Events of ``x [T, B, C]`` if it is constant, strided and sparse enough, else None."""
+        if x.requires_grad or x.dim() != 3 or x.numel() == 0 or x.layout != torch.strided:
+            return None
+        if not is_sparse(x):
+            return None
+        flat = x.reshape(-1)
+        if native.supports(flat):
+            index, ones = native.nonzero(flat)
+        else:
+            index = nonzero_positions(flat)
+            ones = None
+        values = None if ones else flat.index_select(0, index)
+        if ones is None and bool((values == 1).all()):
+            values = None
+        return cls(compact(index, flat.numel()), values, tuple(x.shape))
+
+    def bounds(self, rows: list[int]) -> list[int]:
+        """Event offsets where each row in ``rows`` starts."""
+        starts = torch.tensor(rows, dtype=self.index.dtype, device=self.index.device)
+        return torch.searchsorted(self.index, starts * self.shape[2]).tolist()
+
+    def project(self, weight_t, r0: int, r1: int, lo: int, hi: int, c_loop: bool | None = None):
+        """Rows ``r0:r1`` of ``x @ weight_t`` (``weight_t [C, N]``); their events are ``lo:hi``.
+
+        ``c_loop``: sum them in C (``native.gather_rows``); None: where it can.
+        """
+        values = None if self.values is None else self.values[lo:hi].to(weight_t.dtype)
+        if c_loop is None:
+            c_loop = native.supports(weight_t)
+        if c_loop and self.index.dtype == torch.int32:
+            index = self.index[lo:hi]
+            return native.gather_rows(index, values, self.shape[2], r0, r1 - r0, weight_t)
+        index = self.index[lo:hi].long() - r0 * self.shape[2]
+        return row_sums(index, values, self.shape[2], r1 - r0, weight_t)
+
+
+
+def spike_outer(grad: torch.Tensor, fired: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+    """``sum_t grad[t]^T z[t]`` for boolean spikes ``fired``, a few time steps at a time.
+
+    Converting all spikes to floats at once would add a ``[T, B, N]`` float temporary.
+    """
+    out = grad.new_zeros(grad.shape[-1], fired.shape[-1])
+    for start in range(0, grad.shape[0], chunk):
+        g = grad[start : start + chunk].flatten(0, -2)
+        z = fired[start : start + chunk].flatten(0, -2).to(grad.dtype)
+        out.addmm_(g.t(), z)
+    return out
+
+
+class _SpikeProjection(torch.autograd.Function):
+    """``z @ weight.T`` for 0/1 spikes ``z``, saving them as booleans (a quarter of floats)."""
+
+    @staticmethod
+    def forward(ctx, z, weight):
+        ctx.save_for_backward(z.bool(), weight)
+        return z @ weight.t()
+
+    @staticmethod
+    def backward(ctx, grad):
+        fired, weight = ctx.saved_tensors
+        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = spike_outer(grad, fired) if ctx.needs_input_grad[1] else None
+        return grad_z, grad_w
+
+
+@torch.compiler.disable
+def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``z @ weight.T`` for spikes that are exactly 0 or 1 (the fused layers' output)."""
+    return _SpikeProjection.apply(z, weight)
+
+
+
+class _EventProjection(torch.autograd.Function):
+    """``x @ weight.T`` for a constant, mostly-zero ``x`` given as ``Events``; saves only them."""
+
+    @staticmethod
+    def forward(ctx, weight, index, values, events):
+        steps, batch, _ = events.shape
+        ctx.save_for_backward(index, values)
+        ctx.shape = events.shape
+        out = events.project(weight.t().contiguous(), 0, steps * batch, 0, index.numel())
+        return out.view(steps, batch, -1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, values = ctx.saved_tensors
+        steps, batch, channels = ctx.shape
+        rows = steps * batch
+        bags = ColumnBags(index, values, channels, 0, rows, 1)  # the whole input: one chunk
+        return bags.grad_t(0, grad.reshape(rows, -1)).t(), None, None, None
+
+
+@torch.compiler.disable  # data-dependent shapes (the events)
+def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``x @ weight.T``; for constant input with few events (spike data), at a cost per event.
+
+    Each non-zero ``x[t, b, c]`` adds ``x[t, b, c] * weight[:, c]`` (an ``embedding_bag`` sum),
+    and the weight gradient is likewise a sum over the events, so both scale with the number
+    of input events instead of ``T * B * C``. Other input: a dense product.
+    """
+    events = Events.of(x)
+    if events is None:
+        return x @ weight.t()
+    return _EventProjection.apply(weight, events.index, events.values, events)
