@@ -120,8 +120,8 @@ def test_leaky_filter_equals_the_pytorch_loop(reverse):
 @needs_native
 def test_fused_layer_runs_the_c_loops_where_it_can(monkeypatch):
     calls = []
-    run = native.NativeSteps.run
-    monkeypatch.setattr(native.NativeSteps, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
+    run = native.Kernel.run
+    monkeypatch.setattr(native.Kernel, "run", lambda *a, **k: calls.append(1) or run(*a, **k))
     neuron = LIF(8, SuperSpike(), trainable=["tau_mem"])
     x = (torch.rand(30, 2, 20, generator=torch.Generator().manual_seed(0)) < 0.03).float()
     w_in = (3 * torch.randn(8, 20)).requires_grad_()

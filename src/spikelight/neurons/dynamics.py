@@ -103,6 +103,7 @@ class Dynamics:
     def build(cls, size: int, like: torch.Tensor, **parts) -> Dynamics:
         """Dynamics with ``Form`` fields and coefficient dicts from ``parts``; numbers and
         scalars become ``[size]`` tensors like ``like``."""
+
         def vector(value):
             value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
             return value.expand(size) if value.dim() == 0 else value
@@ -149,8 +150,8 @@ class Dynamics:
 
 
 def pre_update(d: Dynamics, s, x) -> list:
-    """``p = A s + B x + c``, row by row: ``B x``, then ``+ c``, then ``+ A[j, l] s[l]`` for
-    ascending ``l``, each operation rounded on its own (the C loops do the same)."""
+    """``p = A s + B x + c``, row by row: ``B x``, then ``+ c``, then ``+ A[j, l] s[l]`` in the
+    order the entries are listed, each operation rounded on its own (the C loops do the same)."""
     p = []
     for j in range(len(d.form.states)):
         acc = x * d.inputs[j] if j in d.inputs else None
@@ -178,7 +179,7 @@ def reset(d: Dynamics, u, z, theta):
 
 
 def post_update(d: Dynamics, q, z) -> tuple:
-    """``s' = q`` with the post rows replaced by ``E q + D z`` (E terms by ascending column,
+    """``s' = q`` with the post rows replaced by ``E q + D z`` (E's terms in the order listed,
     then ``D z``)."""
     out = list(q)
     for j in d.form.post_rows:
@@ -192,14 +193,17 @@ def post_update(d: Dynamics, q, z) -> tuple:
     return tuple(out)
 
 
-def step(d: Dynamics, x, s, spike: Callable | None = None):
+def step(d: Dynamics, x, s, spike: Callable | torch.Tensor | None = None):
     """One step from state ``s`` (a tuple of ``[B, N]`` rows) with input ``x [B, N]``:
-    ``(z, p, s')``. ``spike(u, theta)`` makes the spikes; by default the surrogate's, which
-    autograd differentiates."""
+    ``(z, p, s')``. The spikes are the surrogate's (which autograd differentiates), or
+    ``spike(u, theta)``, or the given tensor ``spike`` (a recomputation)."""
     m = d.form.membrane
     p = pre_update(d, s, x)
     theta = theta_of(d, p)
-    z = d.form.surrogate(p[m] - theta) if spike is None else spike(p[m], theta)
+    if spike is None:
+        z = d.form.surrogate(p[m] - theta)
+    else:
+        z = spike if torch.is_tensor(spike) else spike(p[m], theta)
     r = z.detach() if d.form.detach_reset and spike is None else z
     q = list(p)
     q[m] = reset(d, p[m], r, theta)

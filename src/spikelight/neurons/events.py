@@ -155,7 +155,6 @@ class Events:
         return row_sums(index, values, self.shape[2], r1 - r0, weight_t)
 
 
-
 def spike_outer(grad: torch.Tensor, fired: torch.Tensor, chunk: int = 16) -> torch.Tensor:
     """``sum_t grad[t]^T z[t]`` for boolean spikes ``fired``, a few time steps at a time.
 
@@ -189,7 +188,6 @@ class _SpikeProjection(torch.autograd.Function):
 def project_spikes(z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``z @ weight.T`` for spikes that are exactly 0 or 1 (the fused layers' output)."""
     return _SpikeProjection.apply(z, weight)
-
 
 
 class _EventProjection(torch.autograd.Function):

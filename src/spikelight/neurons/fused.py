@@ -85,9 +85,8 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
     """
     form, m = d.form, d.form.membrane
 
-    def add(slot, value):  # value: a function, called only where the gradient is needed
-        if need[slot]:
-            sums[slot] = value() if slot not in sums else sums[slot] + value()
+    def add(slot, value):
+        sums[slot] = value if slot not in sums else sums[slot] + value
 
     theta = dynamics.theta_of(d, p)
     q = list(p)
@@ -95,10 +94,12 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
     grad_q = [None if j in form.post_rows else lam[j] for j in range(len(p))]
     for (j, col), e in d.post.items():  # s'_j = sum E q + D z
         grad_q[col] = e * lam[j] if grad_q[col] is None else grad_q[col] + e * lam[j]
-        add(("post", (j, col)), lambda: lam[j] * q[col])
+        if need[("post", (j, col))]:
+            add(("post", (j, col)), lam[j] * q[col])
     for j, spike_gain in d.post_spike.items():
         grad_z = grad_z + spike_gain * lam[j]
-        add(("post_spike", j), lambda: lam[j] * z)
+        if need[("post_spike", j)]:
+            add(("post_spike", j), lam[j] * z)
     g = grad_q[m] if grad_q[m] is not None else torch.zeros_like(p[m])
     if form.rectify:
         g = g * (q[m] > 0)
@@ -110,7 +111,8 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
             grad_z = grad_z - theta * g
     elif form.reset == "zero":  # q_m = p_m - r (p_m - v_reset)
         grad_p = g * (1 - z)
-        add(("v_reset", None), lambda: z * g)
+        if need[("v_reset", None)]:
+            add(("v_reset", None), z * g)
         if not form.detach_reset:
             grad_z = grad_z + (d.v_reset - p[m]) * g
     else:
@@ -118,7 +120,8 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
     through = grad_z * form.surrogate.derivative(p[m] - theta, beta)  # z = H(p_m - theta)
     grad_p = grad_p + through
     grad_theta = -through if grad_theta is None else grad_theta - through
-    add(("threshold", None), lambda: grad_theta)
+    if need[("threshold", None)]:
+        add(("threshold", None), grad_theta)
     grad_p_rows = list(grad_q)
     grad_p_rows[m] = grad_p
     if form.adaptive is not None:  # theta = threshold + p_a
@@ -129,13 +132,16 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
     grad_in = None
     for j, gain in d.inputs.items():  # p = A s + B x + c
         grad_in = gain * grad_p_rows[j] if grad_in is None else grad_in + gain * grad_p_rows[j]
-        add(("inputs", j), lambda: grad_p_rows[j] * x_in)
+        if need[("inputs", j)]:
+            add(("inputs", j), grad_p_rows[j] * x_in)
     for j in d.constants:
-        add(("constants", j), lambda: grad_p_rows[j])
+        if need[("constants", j)]:
+            add(("constants", j), grad_p_rows[j])
     lam_prev = [zero] * len(p)
     for (j, col), a in d.pre.items():
         lam_prev[col] = lam_prev[col] + a * grad_p_rows[j]
-        add(("pre", (j, col)), lambda: grad_p_rows[j] * s_prev[col])
+        if need[("pre", (j, col))]:
+            add(("pre", (j, col)), grad_p_rows[j] * s_prev[col])
     return lam_prev, zero if grad_in is None else grad_in, grad_z
 
 
@@ -338,7 +344,7 @@ class _FusedLayer(torch.autograd.Function):
                 for s in range(k):
                     if s_hist is not None:
                         s_hist[s] = torch.stack(rows)
-                    _, p, rows = dynamics.step(d, x[s], rows, spike=lambda u, th, s=s: z_chunk[s])
+                    _, p, rows = dynamics.step(d, x[s], rows, spike=z_chunk[s])
                     p_hist[s] = torch.stack(p)
             grad_z_chunk = scratch("grad_z", k) if need["beta"] else None
             grad_in = grad_x[t0:t1] if grad_x is not None else scratch("grad_in", k)
@@ -432,9 +438,7 @@ class _FusedLayer(torch.autograd.Function):
         for j in form.initial:  # s_{-1}: the initial state
             sums[("initial", j)] = lam_rows[j].sum(0)
         zero = like.new_zeros(size)  # e.g. a coefficient whose local derivative never appeared
-        coefficient_grads = [
-            (sums[slot] if slot in sums else zero) if need[slot] else None for slot in form.slots
-        ]
+        coefficient_grads = [sums.get(slot, zero) if need[slot] else None for slot in form.slots]
         return (
             grad_x,
             None if grad_w_in_t is None else grad_w_in_t.t(),

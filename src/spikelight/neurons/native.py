@@ -25,25 +25,31 @@ from pathlib import Path
 
 import torch
 
+from spikelight import surrogates
+from spikelight.neurons import dynamics
+
 SOURCE = Path(__file__).with_name("fused_native.c")
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-std=c11", "-shared", "-fPIC"]
-RESETS = {"subtract": 0, "zero": 1, "none": 2}
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _P = ctypes.c_void_p
+_I32, _I64 = ctypes.c_int32, ctypes.c_int64
+MAX_STATES = dynamics.MAX_STATES
+MAX_TERMS = MAX_STATES * MAX_STATES
+N_SLOTS = 2 * MAX_TERMS + 3 * MAX_STATES + 2
 
 
 class Layer(ctypes.Structure):
     """``Layer`` of fused_native.c: what stays fixed over a sequence."""
 
     _fields_ = [
-        ("batch", ctypes.c_int64), ("size", ctypes.c_int64),
-        ("reset", ctypes.c_int32), ("detach_reset", ctypes.c_int32),
-        ("synapse", ctypes.c_int32), ("leaky", ctypes.c_int32),
-        ("adaptive", ctypes.c_int32), ("rectify", ctypes.c_int32),
-        ("surrogate", ctypes.c_int32), ("has_leak", ctypes.c_int32),
-        ("adapt_jump", ctypes.c_double), ("beta", ctypes.c_double),
-        ("a_syn", _P), ("a_mem", _P), ("v_leak", _P), ("threshold", _P), ("v_reset", _P),
-        ("a_adapt", _P), ("w_t", _P),
+        ("batch", _I64), ("size", _I64), ("states", _I64), ("membrane", _I32),
+        ("adaptive", _I32), ("reset", _I32), ("detach_reset", _I32), ("rectify", _I32),
+        ("surrogate", _I32), ("n_pre", _I32), ("n_post", _I32), ("beta", ctypes.c_double),
+        ("pre_row", _I32 * MAX_TERMS), ("pre_col", _I32 * MAX_TERMS),
+        ("post_row", _I32 * MAX_TERMS), ("post_col", _I32 * MAX_TERMS),
+        ("replaced", _I32 * MAX_STATES), ("pre", _P * MAX_TERMS), ("post", _P * MAX_TERMS),
+        ("input", _P * MAX_STATES), ("constant", _P * MAX_STATES),
+        ("post_spike", _P * MAX_STATES), ("threshold", _P), ("v_reset", _P), ("w_t", _P),
     ]  # fmt: skip
 
 
@@ -51,10 +57,9 @@ class Chunk(ctypes.Structure):
     """``Chunk`` of fused_native.c: a run of forward steps."""
 
     _fields_ = [
-        ("steps", ctypes.c_int64), ("x", _P), ("z_prev", _P), ("z", _P),
-        ("decide", ctypes.c_int32), ("i", _P), ("v", _P), ("b", _P), ("u", _P),
-        ("i_hist", _P), ("v_hist", _P), ("b_hist", _P),
-        ("events", ctypes.POINTER(ctypes.c_int32)), ("counts", ctypes.POINTER(ctypes.c_int64)),
+        ("steps", _I64), ("x", _P), ("z_prev", _P), ("z", _P), ("decide", _I32), ("s", _P),
+        ("p_hist", _P), ("s_hist", _P), ("in_hist", _P),
+        ("events", ctypes.POINTER(_I32)), ("counts", ctypes.POINTER(_I64)),
     ]  # fmt: skip
 
 
@@ -62,12 +67,39 @@ class Back(ctypes.Structure):
     """``Back`` of fused_native.c: one backward step."""
 
     _fields_ = [
-        ("s", ctypes.c_int64), ("t", ctypes.c_int64), ("outside", _P), ("rec", _P),
-        ("u", _P), ("z", _P), ("i_hist", _P), ("v_hist", _P), ("b_hist", _P),
-        ("lam_v", _P), ("lam_i", _P), ("lam_b", _P), ("grad_in", _P), ("grad_z", _P),
-        ("sum_a_syn", _P), ("sum_a_mem", _P), ("sum_v_leak", _P), ("sum_threshold", _P),
-        ("sum_v_reset", _P), ("sum_a_adapt", _P),
+        ("s", _I64), ("outside", _P), ("rec", _P), ("p", _P), ("z", _P), ("s_hist", _P),
+        ("in_hist", _P), ("lam", _P), ("grad_in", _P), ("grad_z", _P),
+        ("sums", ctypes.POINTER(ctypes.c_double) * N_SLOTS),
     ]  # fmt: skip
+
+
+def _expected_layout() -> dict[str, int]:
+    """What fused_native.c's ``layout_entries`` must report for the declarations here."""
+    expected = {"MAX_STATES": MAX_STATES, "MAX_TERMS": MAX_TERMS, "N_SLOTS": N_SLOTS}
+    for struct in (Layer, Chunk, Back):
+        expected[f"sizeof {struct.__name__}"] = ctypes.sizeof(struct)
+        for name, *_ in struct._fields_:
+            expected[f"{struct.__name__}.{name}"] = getattr(struct, name).offset
+    return expected
+
+
+def _layout(lib) -> dict[str, int]:
+    """The sizes, offsets and constants the compiled code reports, by name."""
+    capacity = 256
+    names, values = (ctypes.c_char_p * capacity)(), (_I64 * capacity)()
+    count = lib.layout_entries(names, values, capacity)
+    return {names[e].decode(): values[e] for e in range(min(count, capacity))}
+
+
+def _layout_mismatch(reported: dict[str, int]) -> str | None:
+    """How the compiled structs differ from the declarations here, or None."""
+    expected = _expected_layout()
+    structs = ("sizeof ", "Layer.", "Chunk.", "Back.")
+    extra = sorted(k for k in reported if k.startswith(structs) and k not in expected)
+    wrong = sorted(k for k, v in expected.items() if reported.get(k) != v)
+    if extra or wrong:
+        return f"fields the C code has and native.py lacks: {extra}; differing: {wrong}"
+    return None
 
 
 def _cpu_flags() -> str:
@@ -139,20 +171,72 @@ def library() -> ctypes.CDLL | None:
             stacklevel=2,
         )
         return None
-    i64, i32, status = ctypes.c_int64, ctypes.c_int32, ctypes.c_int
-    for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
+    lib.layout_entries.argtypes = [ctypes.POINTER(ctypes.c_char_p), _P, _I64]
+    lib.layout_entries.restype = _I64
+    status, real_of = ctypes.c_int, {"f32": ctypes.c_float, "f64": ctypes.c_double}
+    for suffix, real in real_of.items():
         signatures = {
-            "run_chunk": ([ctypes.POINTER(Layer), ctypes.POINTER(Chunk)], i64),
+            "run_chunk": ([ctypes.POINTER(Layer), ctypes.POINTER(Chunk)], _I64),
             "back_step": ([ctypes.POINTER(Layer), ctypes.POINTER(Back)], status),
-            "list_nonzero": ([_P, i64, _P, ctypes.POINTER(i32)], i64),
-            "scatter_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], status),
-            "gather_rows": ([_P, _P, _P, i64, i64, i64, i64, _P, i64], None),
-            "leaky_filter": ([_P, _P, i64, i64, real, real, i32], status),
+            "surrogate_slopes": ([ctypes.c_int, _I64, _P, _P, real, _P], None),
+            "list_nonzero": ([_P, _I64, _P, ctypes.POINTER(_I32)], _I64),
+            "scatter_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], status),
+            "gather_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], None),
+            "leaky_filter": ([_P, _P, _I64, _I64, real, real, _I32], status),
         }
         for name, (argtypes, restype) in signatures.items():
             function = getattr(lib, f"{name}_{suffix}")
             function.argtypes, function.restype = argtypes, restype
+    lib.constants = _layout(lib)
+    mismatch = _layout_mismatch(lib.constants)
+    if mismatch is not None:
+        warnings.warn(f"spikelight: {target.name} does not match native.py ({mismatch}); "
+                      "using the PyTorch loops", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return None
+    lib.surrogates = _checked_surrogates(lib)
     return lib
+
+
+#: The C formula (fused_native.c's SURROGATE_* name) of each surrogate's derivative.
+SURROGATE_NAMES = {
+    surrogates.SuperSpike: "SURROGATE_FAST_SIGMOID", surrogates.Logistic: "SURROGATE_LOGISTIC",
+    surrogates.ATan: "SURROGATE_ATAN", surrogates.Triangle: "SURROGATE_TRIANGLE",
+    surrogates.Exponential: "SURROGATE_EXPONENTIAL", surrogates.Heaviside: "SURROGATE_HEAVISIDE",
+}  # fmt: skip
+
+
+def slopes(lib, kind: int, x: torch.Tensor, beta: float) -> torch.Tensor:
+    """The C formula ``kind`` at ``x`` (contiguous, 1-D, float32 or float64)."""
+    out, zeros = torch.empty_like(x), torch.zeros_like(x)
+    function = getattr(lib, f"surrogate_slopes_{_SUFFIX[x.dtype]}")
+    function(kind, x.numel(), x.data_ptr(), zeros.data_ptr(), beta, out.data_ptr())
+    return out
+
+
+def _checked_surrogates(lib) -> dict[type, int]:
+    """Each surrogate class whose C formula equals its ``derivative`` (float64, on a grid over
+    several steepnesses), with its number; one that differs is left out with a warning, so
+    layers with it run the PyTorch loops."""
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    kinds = {}
+    for cls, name in SURROGATE_NAMES.items():
+        kind = lib.constants[name]
+        agree = all(
+            torch.allclose(
+                slopes(lib, kind, x, beta),
+                cls(beta).derivative(x, torch.tensor(beta, dtype=torch.float64)),
+                rtol=1e-12,
+                atol=1e-15,
+            )  # fmt: skip
+            for beta in (0.5, 2.0, 25.0)
+        )
+        if agree:
+            kinds[cls] = kind
+        else:
+            warnings.warn(f"spikelight: the C formula {name} differs from {cls.__name__}."
+                          "derivative; layers with it use the PyTorch loops", RuntimeWarning,
+                          stacklevel=3)  # fmt: skip
+    return kinds
 
 
 def _function(name: str, dtype: torch.dtype):
@@ -236,64 +320,95 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 def surrogate_kind(surrogate) -> int | None:
-    """The C code's number for ``surrogate``'s derivative; None for one it does not know."""
-    from spikelight import surrogates as s
-
-    kinds = {s.SuperSpike: 0, s.Logistic: 1, s.ATan: 2, s.Triangle: 3, s.Exponential: 4,
-             s.Heaviside: 5}  # fmt: skip
-    return kinds.get(type(surrogate))
+    """The C code's number for ``surrogate``'s derivative; None for one it has no formula for."""
+    lib = library()
+    return None if lib is None else lib.surrogates.get(type(surrogate))
 
 
-class NativeSteps:
-    """A layer's fixed part (``Layer``) plus the calls the fused layer makes with it.
+class Kernel:
+    """A layer's fixed part (``Layer``) for one neuron's :class:`~.dynamics.Dynamics`, plus the
+    calls the fused layer makes with it. It keeps the tensors the struct points to alive."""
 
-    The tensors handed over must stay alive while this object is used: it keeps them.
-    """
+    def __init__(self, d, batch: int, size: int, dtype, w_t, beta: float):
+        form, lib = d.form, library()
+        self.keep = [w_t]
+        constants = lib.constants
 
-    def __init__(self, d, batch, size, dtype, coefficients: dict, w_t, beta: float, leak: bool):
-        self.keep = {
-            k: v.expand(size).contiguous() for k, v in coefficients.items() if v is not None
-        }
-        self.w_t = w_t
+        def ptr(t):
+            if t is None:
+                return None
+            t = t.to(dtype).expand(size).contiguous()
+            self.keep.append(t)
+            return t.data_ptr()
+
+        def rows(group: dict) -> list:
+            return [ptr(group.get(j)) for j in range(MAX_STATES)]
+
+        pre, post = list(d.pre.items()), list(d.post.items())
         self.layer = Layer(
-            batch=batch, size=size, reset=RESETS[d.reset], detach_reset=int(d.detach_reset),
-            synapse=int(d.synapse), leaky=int(d.leaky), adaptive=int(d.adaptive),
-            rectify=int(d.rectify), surrogate=surrogate_kind(d.surrogate), has_leak=int(leak),
-            adapt_jump=float(d.adapt_jump), beta=beta, w_t=_ptr(w_t),
-            **{k: _ptr(v) for k, v in self.keep.items()},
+            batch=batch, size=size, states=len(form.states), membrane=form.membrane,
+            adaptive=-1 if form.adaptive is None else form.adaptive,
+            reset=constants[f"RESET_{form.reset.upper()}"], detach_reset=int(form.detach_reset),
+            rectify=int(form.rectify), surrogate=surrogate_kind(form.surrogate),
+            n_pre=len(pre), n_post=len(post), beta=beta,
+            pre_row=(_I32 * MAX_TERMS)(*(j for (j, _), _ in pre)),
+            pre_col=(_I32 * MAX_TERMS)(*(col for (_, col), _ in pre)),
+            post_row=(_I32 * MAX_TERMS)(*(j for (j, _), _ in post)),
+            post_col=(_I32 * MAX_TERMS)(*(col for (_, col), _ in post)),
+            replaced=(_I32 * MAX_STATES)(*(int(j in form.post_rows) for j in range(MAX_STATES))),
+            pre=(_P * MAX_TERMS)(*(ptr(a) for _, a in pre)),
+            post=(_P * MAX_TERMS)(*(ptr(e) for _, e in post)),
+            input=(_P * MAX_STATES)(*rows(d.inputs)),
+            constant=(_P * MAX_STATES)(*rows(d.constants)),
+            post_spike=(_P * MAX_STATES)(*rows(d.post_spike)),
+            threshold=ptr(d.threshold), v_reset=ptr(d.v_reset), w_t=_ptr(w_t),
         )  # fmt: skip
+        self.slot_index = {  # form slot -> place in Back.sums
+            **{("pre", e): constants["SLOT_PRE"] + i for i, (e, _) in enumerate(pre)},
+            **{("post", e): constants["SLOT_POST"] + i for i, (e, _) in enumerate(post)},
+            **{("inputs", j): constants["SLOT_INPUT"] + j for j in d.inputs},
+            **{("constants", j): constants["SLOT_CONSTANT"] + j for j in d.constants},
+            **{("post_spike", j): constants["SLOT_POST_SPIKE"] + j for j in d.post_spike},
+            ("threshold", None): constants["SLOT_THRESHOLD"],
+            ("v_reset", None): constants["SLOT_V_RESET"],
+        }
         self._run = _function("run_chunk", dtype)
         self._back = _function("back_step", dtype)
 
-    def run(self, x, z, i, v, b, z_prev=None, decide=False, u=None, hist=(None, None, None)):
-        """Advance the state ``(i, v, b)`` in place over the steps of ``x [k, B, N]``.
+    def run(self, x, z, s, z_prev=None, decide=False, p_hist=None, s_hist=None, in_hist=None):
+        """Advance the state ``s [k, B, N]`` in place over the steps of ``x [steps, B, N]``.
 
         ``decide``: write the spikes into ``z`` and return their chunk positions ``[n]`` int32
-        and counts per step ``[k]``; else read them from ``z``. ``u``/``hist``: outputs.
+        and counts per step ``[steps]``; else read them from ``z``. ``*_hist``: outputs.
         """
-        k = x.shape[0]
+        steps = x.shape[0]
         events = torch.empty(x.numel() if decide else 0, dtype=torch.int32)
-        counts = torch.empty(k if decide else 0, dtype=torch.int64)
+        counts = torch.empty(steps if decide else 0, dtype=torch.int64)
         chunk = Chunk(
-            steps=k, x=_ptr(x), z_prev=_ptr(z_prev), z=_ptr(z), decide=int(decide),
-            i=_ptr(i), v=_ptr(v), b=_ptr(b), u=_ptr(u),
-            i_hist=_ptr(hist[0]), v_hist=_ptr(hist[1]), b_hist=_ptr(hist[2]),
-            events=ctypes.cast(events.data_ptr(), ctypes.POINTER(ctypes.c_int32)),
-            counts=ctypes.cast(counts.data_ptr(), ctypes.POINTER(ctypes.c_int64)),
+            steps=steps, x=_ptr(x), z_prev=_ptr(z_prev), z=_ptr(z), decide=int(decide),
+            s=_ptr(s), p_hist=_ptr(p_hist), s_hist=_ptr(s_hist), in_hist=_ptr(in_hist),
+            events=ctypes.cast(events.data_ptr(), ctypes.POINTER(_I32)),
+            counts=ctypes.cast(counts.data_ptr(), ctypes.POINTER(_I64)),
         )  # fmt: skip
         total = self._run(ctypes.byref(self.layer), ctypes.byref(chunk))
         if total < 0:
             raise MemoryError("native kernel: out of memory")
         return (events[:total], counts) if decide else None
 
-    def backward(self, **tensors):
-        """A ``Back`` for one chunk; ``step(back, s, t, rec)`` then walks it."""
-        self.alive = tensors  # the struct holds bare pointers: keep the tensors until the next
-        sums = {k: _ptr(v) for k, v in tensors.items() if k.startswith("sum_")}
-        parts = {k: _ptr(v) for k, v in tensors.items() if not k.startswith("sum_")}
-        return Back(**parts, **sums)
+    def backward(self, sums: dict, **tensors) -> Back:
+        """A ``Back`` for one chunk (``sums``: float64 ``[N]`` accumulators by form slot);
+        ``step(back, s, rec)`` then walks it."""
+        self.alive = (sums, tensors)  # the struct holds bare pointers: keep the tensors
+        slots = [None] * N_SLOTS
+        for slot, acc in sums.items():
+            slots[self.slot_index[slot]] = ctypes.cast(
+                acc.data_ptr(), ctypes.POINTER(ctypes.c_double)
+            )
+        back = Back(**{k: _ptr(v) for k, v in tensors.items()})
+        back.sums = (ctypes.POINTER(ctypes.c_double) * N_SLOTS)(*slots)
+        return back
 
-    def step(self, back: Back, s: int, t: int, rec: torch.Tensor | None) -> None:
-        back.s, back.t, back.rec = s, t, _ptr(rec)
+    def step(self, back: Back, s: int, rec: torch.Tensor | None) -> None:
+        back.s, back.rec = s, _ptr(rec)
         if self._back(ctypes.byref(self.layer), ctypes.byref(back)) != 0:
             raise MemoryError("native kernel: out of memory")
