@@ -1,11 +1,11 @@
-"""scripts/benchmark.py at tiny sizes: its JSON, its agreement check, its memory measures.
+"""scripts/benchmark.py (the package scripts/bench/) at tiny sizes: its JSON, its agreement
+check, its memory measures, its firing-rate sweep.
 
 No timing assertions: speed is measured by running the script, never by tests.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -15,32 +15,24 @@ import torch
 
 from tests.conftest import REPO_ROOT, table_rows
 
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+from bench import cases, checks, cli, measure, reference, registry, report  # noqa: E402
+from bench.spikelight_rows import build_spikelight  # noqa: E402
+
 TINY = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "2", "--warmup", "1"]
 
 
-def _load_benchmark():
-    path = REPO_ROOT / "scripts" / "benchmark.py"
-    spec = importlib.util.spec_from_file_location("spikelight_benchmark_script", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
-
-
 def tiny_setup(recurrent=True, T=10, batch=4, dtype=torch.float32):
-    case = bench.Case("tiny", T=T, batch=batch, hidden=16, recurrent=recurrent)
-    return bench.make_setup(case, "cpu", dtype)
+    case = cases.Case("tiny", T=T, batch=batch, hidden=16, recurrent=recurrent)
+    return cases.make_setup(case, "cpu", dtype)
 
 
 def test_main_writes_json_and_tables(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = [*TINY, "--case", "shd_recurrent", "--case", "shd_feedforward"]
-    results = bench.main([*argv, "--impl", "spikelight", "--memory", "saved", "--json", str(out)])
+    results = cli.main([*argv, "--impl", "spikelight", "--memory", "saved", "--json", str(out)])
     data = json.loads(out.read_text())
-    assert data["schema"] == bench.SCHEMA
+    assert data["schema"] == cli.SCHEMA
     assert data == json.loads(json.dumps(results))
     assert {"cpu", "torch", "torch_threads", "device"} <= set(data["machine"])
     assert [c["name"] for c in data["cases"]] == ["shd_recurrent", "shd_feedforward"]
@@ -72,7 +64,7 @@ def test_main_writes_json_and_tables(tmp_path, capsys):
 def test_markdown_and_scaling(tmp_path, capsys):
     argv = [*TINY, "--scaling", "--impl", "spikelight", "--memory", "saved", "--markdown"]
     argv += ["--scaling-T", "4,8,16", "--scaling-batch", "2,4", "--scaling-base", "8,4"]
-    results = bench.main(argv)
+    results = cli.main(argv)
     assert results["cases"] == []
     scaling = results["scaling"]
     assert {(p["axis"], p["T"], p["batch"]) for p in scaling["points"]} == {
@@ -96,8 +88,8 @@ def test_markdown_and_scaling(tmp_path, capsys):
 @pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
 def test_reference_agrees_with_spikelight(dtype, rtol):
     setup = tiny_setup(dtype=dtype)
-    result = bench.check_agreement(
-        bench.build_spikelight(setup), bench.build_reference(setup), rtol=rtol
+    result = checks.check_agreement(
+        build_spikelight(setup), reference.build_reference(setup), rtol=rtol
     )
     assert result["passed"] and result["spikes_differing"] == 0
     assert result["dtype"] == str(dtype).removeprefix("torch.")
@@ -118,19 +110,19 @@ def test_reference_agrees_with_spikelight(dtype, rtol):
 @pytest.mark.parametrize("recurrent", [True, False])
 @pytest.mark.parametrize(
     "dtype,rtol",
-    [(torch.float32, bench.DEFAULT_RTOL_FLOAT32), (torch.float64, bench.DEFAULT_RTOL)],
+    [(torch.float32, checks.DEFAULT_RTOL_FLOAT32), (torch.float64, checks.DEFAULT_RTOL)],
 )
 def test_check_fails_on_perturbed_equations(change, recurrent, dtype, rtol):
     setup = tiny_setup(recurrent=recurrent, dtype=dtype)
-    spikelight, perturbed = bench.build_spikelight(setup), bench.reference_bench(setup, **change)
-    with pytest.raises(bench.AgreementError, match="disagree"):
-        bench.check_agreement(spikelight, perturbed, rtol)
+    spikelight, perturbed = build_spikelight(setup), reference.reference_bench(setup, **change)
+    with pytest.raises(checks.AgreementError, match="disagree"):
+        checks.check_agreement(spikelight, perturbed, rtol)
 
 
 def test_saved_bytes_count_activations_not_weights():
     small, large = tiny_setup(T=10), tiny_setup(T=20)
-    saved_small = bench.saved_bytes(bench.build_reference(small), small)
-    saved_large = bench.saved_bytes(bench.build_reference(large), large)
+    saved_small = measure.saved_bytes(reference.build_reference(small), small)
+    saved_large = measure.saved_bytes(reference.build_reference(large), large)
     # per step: the spikes (recurrent input) and v - threshold (surrogate), plus the stacked
     # spikes for the readout projection: 3 float32 [B, H] tensors
     per_step = 3 * 4 * 16 * 4
@@ -159,12 +151,12 @@ def test_peak_step_memory_sees_a_known_allocation():
     64 MiB of peak growth, less at most what the process frees meanwhile (measured: ~0.2 MiB);
     a step that allocates nothing shows far less."""
     cpu = torch.device("cpu")
-    peak = bench.peak_step_memory(Allocates(64 * MIB), cpu, steps=3)
+    peak = measure.peak_step_memory(Allocates(64 * MIB), cpu, steps=3)
     assert peak["method"] in ("rss_hwm", "rss_sampled")
     assert len(peak["peak_bytes_each"]) == 3
     assert all(p >= 63 * MIB for p in peak["peak_bytes_each"]), peak
     assert peak["peak_bytes"] < 96 * MIB, peak  # the tensor, not a multiple of it
-    idle = bench.peak_step_memory(Allocates(0), cpu, steps=3)
+    idle = measure.peak_step_memory(Allocates(0), cpu, steps=3)
     assert idle["peak_bytes"] < 8 * MIB, idle
 
 
@@ -173,18 +165,77 @@ def test_peak_step_memory_sees_a_known_allocation():
 def test_peer_builds_and_steps(peer, module, recurrent):
     pytest.importorskip(module)
     setup = tiny_setup(recurrent=recurrent)
-    peer_bench = bench.IMPLEMENTATIONS[peer].build(setup)
+    peer_bench = registry.implementations()[peer].build(setup)
     loss, spikes = peer_bench.forward()
     assert torch.isfinite(loss) and spikes.shape == (10, 4, 16)
     peer_bench.step()
     assert all(p.grad is None for p in peer_bench.module.parameters())
 
 
-def test_bad_arguments_name_the_value(tmp_path):
+def test_bad_arguments_name_the_value(tmp_path, capsys):
     with pytest.raises(SystemExit, match="unknown --impl"):
-        bench.main([*TINY, "--impl", "nope"])
+        cli.main([*TINY, "--impl", "nope"])
     with pytest.raises(SystemExit, match="does not exist"):
-        bench.main([*TINY, "--json", str(tmp_path / "missing" / "x.json")])
+        cli.main([*TINY, "--json", str(tmp_path / "missing" / "x.json")])
+    with pytest.raises(SystemExit, match="--rates 5,10 needs --rate-sweep"):
+        cli.main([*TINY, "--rates", "5,10"])
+    with pytest.raises(SystemExit):
+        cli.main([*TINY, "--rate-sweep", "--rates", "5,150"])
+    assert "expected percentages in (0, 100), got '5,150'" in capsys.readouterr().err
+
+
+def test_rate_sweep_reaches_increasing_targets(tmp_path, capsys):
+    """The bisected input scale gives each target rate to within half a percentage point (a
+    case here has 20 x 8 x 16 = 2560 neuron-steps, 0.04 points a spike), and every row is
+    built from the scaled weights: the reference fires as spikelight does."""
+    neuron_steps = 20 * 8 * 16
+    out = tmp_path / "sweep.json"
+    argv = ["--T", "20", "--batch", "8", "--hidden", "16", "--repeats", "1", "--warmup", "0"]
+    argv += ["--rate-sweep", "--rates", "2,5,10,20", "--impl", "spikelight", "--markdown"]
+    results = cli.main([*argv, "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(results))
+    assert data["cases"] == [] and data["scaling"] is None  # only the sweep was asked for
+    sweep = data["rate_sweep"]
+    assert sweep["rates_percent"] == [2, 5, 10, 20]
+    assert [c["name"] for c in sweep["cases"]] == ["shd_recurrent", "shd_feedforward"]
+    printed = capsys.readouterr().out
+    for case in sweep["cases"]:
+        assert case["recurrent"] == (case["name"] == "shd_recurrent")
+        assert (case["T"], case["batch"], case["hidden"]) == (20, 8, 16)
+        points = case["points"]
+        assert [p["target_rate"] for p in points] == [0.02, 0.05, 0.1, 0.2]
+        measured = [p["hidden_rate"] for p in points]
+        assert measured == sorted(set(measured)), measured  # strictly increasing
+        scales = [p["input_scale"] for p in points]
+        assert scales == sorted(set(scales)), scales
+        for p in points:
+            assert p["hidden_rate"] == pytest.approx(p["target_rate"], abs=0.005), p
+            rows = {r["implementation"]: r for r in p["results"]}
+            assert set(rows) == {"spikelight", "reference"}
+            for row in rows.values():
+                assert row["hidden_rate"] == pytest.approx(p["hidden_rate"], abs=1 / neuron_steps)
+                assert len(row["times_ms"]) == 1
+            assert rows["reference"]["time_vs_reference"] == pytest.approx(1.0)
+            assert f"| {100 * p['target_rate']:g} % | {100 * p['hidden_rate']:.2f} % |" in printed
+    assert "### rate sweep, shd_recurrent: recurrent, T=20, batch=8" in printed
+
+
+def test_peak_memory_child_runs_the_script():
+    """On CPU the peak is measured by ``scripts/benchmark.py --_child`` in a fresh process."""
+    case = cases.Case("tiny", T=10, batch=4, hidden=16)
+    peak = measure.peak_memory_subprocess("reference", case, torch.device("cpu"), timeout=120)
+    assert peak["method"] in ("rss_hwm", "rss_sampled")
+    assert len(peak["peak_bytes_each"]) == 3 and peak["peak_bytes"] >= 0
+
+
+def test_pytorch_loops_row_restores_the_c_loop_switch():
+    from spikelight.neurons import native
+
+    row = registry.implementations()["spikelight (PyTorch loops)"].build(tiny_setup())
+    assert native.set_enabled(True) is True
+    row.step()
+    assert native.set_enabled(True) is True  # switched off for the step only
 
 
 def test_the_benchmark_tables_in_the_docs_are_the_rendered_evidence_file():
@@ -194,7 +245,7 @@ def test_the_benchmark_tables_in_the_docs_are_the_rendered_evidence_file():
     give each row again, so a figure cannot drift from the run it came from.
     """
     results = json.loads((REPO_ROOT / "docs/evidence/benchmarks/bench.json").read_text())
-    rendered = set(bench.render(results, True).splitlines())
+    rendered = set(report.render(results, True).splitlines())
     headers = {line for line in rendered if line.startswith("| ") and "---" not in line}
     doc = (REPO_ROOT / "docs/benchmarks.md").read_text().splitlines()
     checked, header = 0, None
