@@ -31,7 +31,7 @@ def build_and_run_model(cfg):
 
 def test_groups_have_the_documented_options():
     assert {"randman", "shd", "mnist"} <= set(options("data"))
-    assert set(options("neuron")) == {"if", "lif", "alif", "adlif"}
+    assert set(options("neuron")) == {"if", "lif", "alif", "adlif", "rf"}
     assert {
         "superspike",
         "fast_sigmoid",
@@ -73,7 +73,8 @@ def test_model_group_option_composes_and_instantiates(group, option, tmp_path):
 
 @pytest.mark.parametrize("option", options("trainable"))
 def test_trainable_option_selects_that_parameter(option):
-    neuron = {"tau_adapt": "alif", "adapt_a": "adlif", "adapt_b": "adlif"}.get(option, "lif")
+    neuron = {"tau_adapt": "alif", "adapt_a": "adlif", "adapt_b": "adlif", "frequency": "rf"}
+    neuron = neuron.get(option, "lif")
     reset = "zero" if option == "v_reset" else "subtract"  # v_reset acts only on reset to it
     cfg = compose_config([f"trainable=[{option}]", f"neuron={neuron}", f"neuron.reset={reset}"])
     assert OmegaConf.to_container(cfg.trainable) == {option: True}

@@ -10,20 +10,30 @@ import torch
 
 from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
-from spikelight.neurons import ALIF, IF, LIF, fused, native
+from spikelight.neurons import ALIF, IF, LIF, RF, AdLIF, fused, native
 from spikelight.neurons.events import Events, project
 from spikelight.neurons.fused import chunk_steps, run_fused
 from spikelight.neurons.leaky_filter import leaky_integrate
 from spikelight.surrogates import ATan, Exponential, Logistic, SuperSpike, Triangle
 from spikelight.weight_init import ScaledNormal
 
+ADLIF_PARAMETERS = ("tau_mem", "tau_adapt", "adapt_a", "adapt_b", "threshold", "v_reset")
 NEURONS = {
     "if": (IF, {}, ("threshold", "v_reset")),
     "if_rectify": (IF, {"rectify": True}, ("threshold", "v_reset")),
     "lif": (LIF, {}, ("tau_mem", "tau_syn", "v_leak", "threshold", "v_reset")),
     "alif": (ALIF, {}, ("tau_mem", "tau_syn", "v_leak", "threshold", "v_reset", "tau_adapt")),
+    "adlif": (AdLIF, {}, ADLIF_PARAMETERS),
+    "adlif_euler": (AdLIF, {"discretization": "euler"}, ADLIF_PARAMETERS),
+    "rf": (
+        RF,
+        {"tau_mem": 5e-3, "frequency": 50.0},
+        ("tau_mem", "frequency", "threshold", "v_reset"),
+    ),
 }
 
+#: weight scales at which every layer of every case spikes (adLIF integrates ~1/10 of its input)
+WEIGHT_SCALE = {"adlif": 20.0, "adlif_euler": 20.0}
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -38,10 +48,12 @@ def backend(request, monkeypatch):
 
 
 def twin_networks(
-    kind, reset, detach_reset, recurrent, decoding="max_membrane", weights_only=False, **extra
-):
+    kind, reset, detach_reset, recurrent, decoding="max_membrane", weights_only=False,
+    perturb=True, **extra,
+):  # fmt: skip
     """The same network twice, fused and autograd, with identical parameters."""
     cls, kwargs, params = NEURONS[kind]
+    scale = WEIGHT_SCALE.get(kind, 7.0)
     trainable = ["weights", *(p for p in params if p != "v_reset" or reset == "zero")]
     trainable = trainable[:1] if weights_only else trainable
     neuron = functools.partial(
@@ -62,17 +74,17 @@ def twin_networks(
                 recurrent=recurrent,
                 decoding=decoding,
                 time_loop=time_loop,
-                weight_init=ScaledNormal(7.0),  # the operating point these cases were built at
+                weight_init=ScaledNormal(scale),  # the operating point these cases were built at
                 **extra,
             )
         )
-    # move every neuron parameter away from its initial (homogeneous) value
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in nets[0].state_dict().items():
-            if name.endswith("_raw"):
-                p.add_(0.3 * torch.randn(p.shape, generator=generator))
-    nets[1].load_state_dict(nets[0].state_dict())
+    if perturb:  # move every neuron parameter away from its initial (homogeneous) value
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for name, p in nets[0].state_dict().items():
+                if name.endswith("_raw"):
+                    p.add_(0.3 * torch.randn(p.shape, generator=generator))
+        nets[1].load_state_dict(nets[0].state_dict())
     return nets
 
 
@@ -123,10 +135,33 @@ def test_fused_spiking_readout_and_learned_beta(kind):
 
 
 @pytest.mark.parametrize("surrogate", [SuperSpike, Logistic, ATan, Triangle, Exponential])
-def test_fused_every_surrogate(surrogate):
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_every_surrogate(kind, surrogate):
     """Each surrogate's derivative (the C loops have their own copy of every formula)."""
-    nets = twin_networks("alif", "zero", False, True, surrogate=surrogate(beta=2.0))
+    nets = twin_networks(kind, "zero", False, True, surrogate=surrogate(beta=2.0))
     assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("kind", NEURONS)
+def test_fused_with_the_default_parameters(kind):
+    """The neurons as built (v_leak = 0: the step without its leak terms), nothing perturbed."""
+    nets = twin_networks(kind, "subtract", True, True, weights_only=True, perturb=False)
+    assert_same_training_signal(nets, events())
+
+
+@pytest.mark.parametrize("kind", ["lif", "alif", "adlif", "rf"])
+def test_fused_float32_gives_the_same_spikes(kind):
+    """In float32 too: the C and PyTorch loops repeat the autograd step's operations."""
+    torch.set_default_dtype(torch.float32)  # the training dtype (the float64 fixture restores)
+    nets = twin_networks(kind, "subtract", True, True)
+    x = events().float()
+    (out_f, grads_f), (out_a, grads_a) = (loss_and_grads(net, x) for net in nets)
+    for name in out_a.spikes:
+        assert out_a.spikes[name].dtype == torch.float32
+        assert torch.equal(out_f.spikes[name], out_a.spikes[name]), name
+    torch.testing.assert_close(out_f.logits, out_a.logits, rtol=1e-4, atol=1e-6)
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])

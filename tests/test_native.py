@@ -7,12 +7,14 @@ test there runs on both); these check the pieces against plain PyTorch, and the 
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 
 import pytest
 import torch
 
-from spikelight.neurons import LIF, fused, leaky_filter, native
+from spikelight import surrogates
+from spikelight.neurons import LIF, dynamics, fused, leaky_filter, native
 from spikelight.neurons.events import Events
 from spikelight.neurons.fused import run_fused
 from spikelight.surrogates import SuperSpike
@@ -111,7 +113,9 @@ def test_scatter_rows_is_the_transposed_sparse_product(with_values):
 def test_leaky_filter_equals_the_pytorch_loop(reverse):
     x = torch.randn(30, 3, 4, dtype=torch.float64)
     got = native.leaky_filter(x, 0.8, 0.3, reverse)
-    torch.testing.assert_close(got, leaky_filter.run_filter(x, 0.8, 0.3, reverse), rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(
+        got, leaky_filter.run_filter(x, 0.8, 0.3, reverse), rtol=1e-13, atol=1e-14
+    )
     expected = leaky_filter.run_filter(x.flip(0), 0.8, 0.3).flip(0) if reverse else None
     if expected is not None:
         torch.testing.assert_close(got, expected, rtol=1e-13, atol=1e-14)
@@ -150,3 +154,47 @@ def test_gather_rows_is_the_sparse_product(with_values):
     torch.testing.assert_close(got, dense[lo : lo + count] @ src)
     with pytest.raises(ValueError, match="int32"):
         native.gather_rows(index, values, width, lo, count, src)
+
+
+@needs_native
+def test_c_structs_and_constants_are_the_python_declarations():
+    """fused_native.c reports its struct sizes, field offsets and constants by name; they are
+    what native.py declares, and a difference is named."""
+    reported = native.library().constants
+    assert native._layout_mismatch(reported) is None
+    assert reported["MAX_STATES"] == dynamics.MAX_STATES
+    shifted = {**reported, "Layer.beta": reported["Layer.beta"] + 8}
+    assert "Layer.beta" in native._layout_mismatch(shifted)
+    assert "Back.extra" in native._layout_mismatch({**reported, "Back.extra": 0})
+
+
+def test_a_layout_mismatch_falls_back_to_the_pytorch_loops(fresh_library, monkeypatch):
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler here")
+    expected = native._expected_layout()
+    monkeypatch.setattr(native, "_expected_layout", lambda: {**expected, "sizeof Chunk": 1})
+    with pytest.warns(RuntimeWarning, match="does not match native.py.*sizeof Chunk"):
+        assert native.library() is None
+
+
+@needs_native
+def test_every_surrogate_has_a_c_formula_equal_to_its_derivative():
+    classes = {
+        cls for cls in vars(surrogates).values()
+        if isinstance(cls, type) and issubclass(cls, surrogates.Surrogate)
+        and cls is not surrogates.Surrogate
+    }  # fmt: skip
+    assert classes == set(native.SURROGATE_NAMES)
+    assert set(native.library().surrogates) == classes  # each passed the check on load
+    x = torch.linspace(-2, 2, 41, dtype=torch.float32)
+    for cls, kind in native.library().surrogates.items():  # float32 too
+        expected = cls(3.0).derivative(x, torch.tensor(3.0))
+        torch.testing.assert_close(native.slopes(native.library(), kind, x, 3.0), expected)
+
+
+@needs_native
+def test_a_c_formula_that_differs_is_not_used(monkeypatch):
+    monkeypatch.setitem(native.SURROGATE_NAMES, surrogates.Logistic, "SURROGATE_ATAN")
+    with pytest.warns(RuntimeWarning, match="SURROGATE_ATAN differs from Logistic"):
+        kinds = native._checked_surrogates(native.library())
+    assert surrogates.Logistic not in kinds and surrogates.ATan in kinds

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from spikelight.neurons import ALIF, IF, LIF
+from spikelight.network import SpikingNetwork
+from spikelight.neurons import ALIF, IF, LIF, RF
 from spikelight.surrogates import SuperSpike
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -154,6 +155,61 @@ def test_alif_adaptation_lowers_rate():
 
 
 # -- gradients and errors -------------------------------------------------------------------------
+# -- resonate-and-fire ------------------------------------------------------------------------
+@pytest.mark.parametrize(("tau_mem", "frequency"), [(20e-3, 20.0), (50e-3, 80.0), (5e-3, 150.0)])
+def test_rf_pulse_rings_as_a_damped_oscillation(tau_mem, frequency):
+    """Below threshold, a pulse at t = 0 gives z_t = (1 - r) (r e^{i phi})^t x_0, the exact
+    solution of dz/dt = (-1/tau + i 2 pi f) z sampled every dt."""
+    dt, steps, pulse = 1e-3, 60, 0.5
+    neuron = RF(1, SuperSpike(), dt=dt, tau_mem=tau_mem, frequency=frequency, threshold=10.0)
+    x = torch.zeros(steps, 1, 1)
+    x[0] = pulse
+    spikes, traces = neuron(x, return_traces=True)
+    t = torch.arange(steps, dtype=torch.float64)
+    r, phi = math.exp(-dt / tau_mem), 2 * math.pi * frequency * dt
+    amplitude = (1 - r) * pulse * r**t
+    torch.testing.assert_close(traces["v"].flatten(), amplitude * torch.cos(phi * t))
+    torch.testing.assert_close(traces["y"].flatten(), amplitude * torch.sin(phi * t))
+    assert spikes.sum() == 0
+
+
+def test_rf_prefers_input_at_its_resonance():
+    """Pulse trains at the resonance period drive it higher than faster or slower ones."""
+    neuron = RF(1, SuperSpike(), tau_mem=50e-3, frequency=25.0, threshold=100.0)  # 40 ms period
+    peaks = {}
+    for period in (10, 20, 40, 80, 160):
+        x = torch.zeros(400, 1, 1)
+        x[::period] = 1.0
+        peaks[period] = neuron(x, return_traces=True)[1]["v"].max().item()
+    assert max(peaks, key=peaks.get) == 40, peaks
+
+
+def test_rf_fires_and_resets_on_its_real_part():
+    neuron = RF(1, SuperSpike(), tau_mem=10e-3, frequency=10.0, threshold=0.5, reset="zero")
+    spikes, traces = neuron(constant(2.0, 30), return_traces=True)
+    fired = spikes.flatten().bool()
+    assert 0 < fired.sum() < 30
+    assert torch.all(traces["v"].flatten()[fired] == 0)  # reset to v_reset = 0 where it fired
+
+
+def test_rf_config_trains_its_frequency():
+    net = SpikingNetwork(8, 3, [5], RF, SuperSpike(), trainable=["weights", "frequency"])
+    x = (torch.rand(30, 4, 8, generator=torch.Generator().manual_seed(0)) < 0.3).double()
+    net(x).logits.sum().backward()
+    grad = net.layers[0].neuron.frequency_raw.grad
+    assert grad is not None and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"frequency": 500.0, "frequency_bounds": (1.0, 600.0)}, "frequency_bounds.*Nyquist"),
+     ({"frequency": 300.0}, "frequency=300"), ({"frequency_bounds": (0.0, 100.0)}, "frequency")],
+)  # fmt: skip
+def test_rf_rejects_frequencies_it_cannot_sample(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RF(2, SuperSpike(), **kwargs)
+
+
 def test_detach_reset_changes_gradient_only_when_reset_acts():
     def grad(reset, detach):
         torch.manual_seed(0)

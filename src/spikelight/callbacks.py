@@ -45,24 +45,26 @@ def _check_every(every_n_epochs: int) -> int:
 
 
 def layer_table(network: SpikingNetwork) -> str:
-    """Neurons and synapses per layer (:func:`spikelight.cost.layer_sizes`) as a text table."""
-    sizes = layer_sizes(network)
-    rows = [("Layer", "Neurons", "Synapses", "of which recurrent")]
-    rows += [(s.name, s.neurons, s.synapses, s.recurrent_synapses) for s in sizes]
+    """Neurons and synapses per layer (:func:`spikelight.cost.layer_sizes`) and the time loop
+    each runs (:meth:`SpikingNetwork.time_loops`), as a text table."""
+    sizes, loops = layer_sizes(network), network.time_loops()
+    rows = [("Layer", "Neurons", "Synapses", "of which recurrent", "Time loop")]
+    rows += [(s.name, s.neurons, s.synapses, s.recurrent_synapses, loops[s.name]) for s in sizes]
     rows.append(
         (
             "Total",
             sum(s.neurons for s in sizes),
             sum(s.synapses for s in sizes),
             sum(s.recurrent_synapses for s in sizes),
+            "",
         )
     )
     cells = [[f"{c:,}" if isinstance(c, int) else c for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(rows[0]))]
 
-    def line(row: list[str]) -> str:  # names left-aligned, counts right-aligned
+    def line(row: list[str]) -> str:  # names and loops left-aligned, counts right-aligned
         return " | ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
+            c.ljust(w) if i in (0, len(row) - 1) else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         )
 

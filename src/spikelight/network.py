@@ -17,6 +17,7 @@ the whole sequence gives.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from torch.nn.utils import parametrize
 
 from spikelight import checks
 from spikelight.checks import ArgumentError
+from spikelight.neurons import native
 from spikelight.neurons.base import Neuron
 from spikelight.neurons.events import Events, project, project_spikes
-from spikelight.neurons.fused import run_fused
+from spikelight.neurons.fused import describe, run_fused
 from spikelight.neurons.leaky_filter import filter_step, leaky_integrate
 from spikelight.surrogates import Surrogate
 from spikelight.weight_init import FluctuationDriven, ScaledNormal
@@ -37,6 +39,8 @@ from spikelight.weight_init import FluctuationDriven, ScaledNormal
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
 TIME_LOOPS = ("fused", "autograd")
 WEIGHT_SELECTIONS = ("weights", "readout")
+
+log = logging.getLogger(__name__)
 
 
 def selected_names(trainable: Iterable[str] | Mapping[str, bool]) -> set[str]:
@@ -107,6 +111,8 @@ class SpikingLayer(nn.Module):
     def __init__(self, in_features: int, neuron: Neuron, recurrent: bool):
         super().__init__()
         self.neuron = neuron
+        #: why this layer runs the autograd loop even when fused is asked for; None: it does not
+        self.autograd_reason = neuron.fused_reason()
         self.fc = nn.Linear(in_features, neuron.size, bias=False)
         self.rec = nn.Linear(neuron.size, neuron.size, bias=False) if recurrent else None
 
@@ -122,7 +128,7 @@ class SpikingLayer(nn.Module):
         ``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes). ``out_weight``: the
         next projection, computed by the fused loop from its spike events when it runs.
         """
-        if fused and self.neuron.fused_reason() is None:
+        if fused and self.autograd_reason is None:
             rec = None if self.rec is None else self.rec.weight
             events = Events.of(x)  # sparse data: projected inside the fused loop, per event
             if events is not None:
@@ -261,6 +267,24 @@ class SpikingNetwork(nn.Module):
         for name, p in self.named_parameters():
             if _is_weight(name):
                 p.requires_grad_(train_all or ("readout" in trainable and _is_readout(name)))
+        for index, layer in enumerate(self.layers):
+            if self.fused and layer.autograd_reason is not None:
+                log.warning("%s runs the autograd loop: %s", hidden_name(index),
+                            layer.autograd_reason)  # fmt: skip
+
+    def time_loops(self) -> dict[str, str]:
+        """The time loop each layer runs, in words (``fused, C loops``, ...), by layer name."""
+        like = self.readout_fc.weight
+        loops = {
+            hidden_name(i): describe(layer.neuron, like) if self.fused else "autograd loop"
+            for i, layer in enumerate(self.layers)
+        }
+        if isinstance(self.readout, Neuron):
+            loops["readout"] = describe(self.readout, like) if self.fused else "autograd loop"
+        else:
+            c_loop = self.fused and native.supports(like)
+            loops["readout"] = f"leaky filter, {'C loop' if c_loop else 'PyTorch loop'}"
+        return loops
 
     def calibrate(self, x: torch.Tensor) -> None:
         """Let the weight initialisation measure one batch ``x [T, B, C]`` (before training)."""
@@ -291,7 +315,7 @@ class SpikingNetwork(nn.Module):
         for index, layer in enumerate(self.layers[:-1]):
             h = layer(h, self.fused, binary)
             spikes[hidden_name(index)] = h
-            binary = self.fused and layer.neuron.fused_reason() is None
+            binary = self.fused and layer.autograd_reason is None
         # the last hidden layer also projects its spikes onto the readout (inside a fused loop)
         h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
         spikes[hidden_name(len(self.layers) - 1)] = h

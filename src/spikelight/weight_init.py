@@ -37,7 +37,6 @@ A projection of fan-in one cannot be standardised: its weight is ``mu_w + sigma_
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import torch
@@ -290,7 +289,7 @@ class FluctuationDriven:
                     self._fit(population, linear, source, shares)
             if spiking:
                 h = layer(h, network.fused, binary)
-                binary = network.fused and layer.neuron.fused_reason() is None
+                binary = network.fused and layer.autograd_reason is None
 
     def _fit(self, population, linear: nn.Linear, source: torch.Tensor, shares) -> None:
         """Map ``linear``'s weight rows affinely so that ``source`` drives the target."""

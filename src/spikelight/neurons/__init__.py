@@ -5,5 +5,6 @@ from spikelight.neurons.alif import ALIF
 from spikelight.neurons.base import Neuron
 from spikelight.neurons.integrate_and_fire import IF
 from spikelight.neurons.lif import LIF
+from spikelight.neurons.resonate import RF
 
-__all__ = ["ALIF", "IF", "LIF", "AdLIF", "Neuron"]
+__all__ = ["ALIF", "IF", "LIF", "RF", "AdLIF", "Neuron"]

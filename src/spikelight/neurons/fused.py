@@ -63,6 +63,18 @@ def sparse_recurrence(device: torch.device) -> bool:
 DENSE_SPIKE_RATE = 0.1
 
 
+def describe(neuron, like: torch.Tensor) -> str:
+    """The time loop a layer of ``neuron`` runs on tensors like ``like``, in words (the model
+    summary shows it for every layer, so that no layer falls back silently)."""
+    reason = neuron.fused_reason()
+    if reason is not None:
+        return f"autograd loop ({reason})"
+    why = native.unavailable(like)
+    if why is None and native.surrogate_kind(neuron.surrogate) is None:
+        why = f"no C formula for {type(neuron.surrogate).__name__}"
+    return "fused, C loops" if why is None else f"fused, PyTorch loops ({why})"
+
+
 def c_kernel(form: Form, shape, like: torch.Tensor) -> bool:
     """Whether the C loops run this layer: built and enabled for ``like``, a surrogate they
     have a formula for, and spike positions over ``[T, B, N]`` that fit in int32."""

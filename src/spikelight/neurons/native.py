@@ -255,9 +255,23 @@ def set_enabled(on: bool) -> bool:
     return previous
 
 
+def unavailable(t: torch.Tensor) -> str | None:
+    """Why the C loops cannot take ``t``, or None when they can (float32/float64 on the CPU,
+    built and enabled)."""
+    if not _enabled:
+        return "switched off by native.set_enabled(False)"
+    if t.device.type != "cpu":
+        return f"on {t.device.type}"
+    if t.dtype not in _SUFFIX:
+        return f"no C loops for {t.dtype}"
+    if library() is None:
+        return "not built: SPIKELIGHT_NATIVE=0, no C compiler, or a failed build (warned)"
+    return None
+
+
 def supports(t: torch.Tensor) -> bool:
-    """Whether the C loops take ``t`` (float32/float64 on the CPU), are built and enabled."""
-    return _enabled and t.device.type == "cpu" and t.dtype in _SUFFIX and library() is not None
+    """Whether the C loops take ``t``: see :func:`unavailable`."""
+    return unavailable(t) is None
 
 
 def nonzero(flat: torch.Tensor) -> tuple[torch.Tensor, bool]:

@@ -64,7 +64,11 @@ nir = require_nir()
 #: the neuron nodes spikelight imports, by the spikelight neuron they become
 NEURON_NODES = {nir.CubaLIF: LIF, nir.IF: IF}
 #: spikelight neurons without a NIR counterpart, as the config names them
-NO_NIR_NEURONS = {"ALIF": "alif (adaptive threshold)", "AdLIF": "adlif (adaptation current)"}
+NO_NIR_NEURONS = {
+    "ALIF": "alif (adaptive threshold)",
+    "AdLIF": "adlif (adaptation current)",
+    "RF": "rf (resonate-and-fire)",
+}
 #: relative distance from 1 within which an input gain is rounding, not a scale to fold
 GAIN_RTOL = 1e-12
 
