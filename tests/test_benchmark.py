@@ -1,5 +1,5 @@
 """scripts/benchmark.py (the package scripts/bench/) at tiny sizes: its JSON, its agreement
-check, its memory measures, its firing-rate sweep.
+check, its memory measures, its firing-rate sweep, its neuron-loop comparison.
 
 No timing assertions: speed is measured by running the script, never by tests.
 """
@@ -7,6 +7,7 @@ No timing assertions: speed is measured by running the script, never by tests.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 
@@ -16,7 +17,7 @@ import torch
 from tests.conftest import REPO_ROOT, table_rows
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-from bench import cases, checks, cli, measure, reference, registry, report  # noqa: E402
+from bench import cases, checks, cli, measure, neuron_loops, reference, registry, report  # noqa: E402
 from bench.spikelight_rows import build_spikelight  # noqa: E402
 
 TINY = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "2", "--warmup", "1"]
@@ -219,6 +220,80 @@ def test_rate_sweep_reaches_increasing_targets(tmp_path, capsys):
             assert rows["reference"]["time_vs_reference"] == pytest.approx(1.0)
             assert f"| {100 * p['target_rate']:g} % | {100 * p['hidden_rate']:.2f} % |" in printed
     assert "### rate sweep, shd_recurrent: recurrent, T=20, batch=8" in printed
+
+
+NEURON_KINDS = ["if", "lif", "alif", "adlif", "adlif_euler", "rf"]
+TINY_NEURON_LOOPS = ["--neuron-loops", "--T", "10", "--batch", "2", "--repeats", "2"]
+TINY_NEURON_LOOPS += ["--warmup", "1"]
+
+
+def test_neuron_loops_time_every_neuron_after_the_agreement_check(tmp_path, capsys):
+    out = tmp_path / "loops.json"
+    results = cli.main([*TINY_NEURON_LOOPS, "--markdown", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(results))
+    assert data["cases"] == [] and data["scaling"] is None and data["rate_sweep"] is None
+    assert data["targets"] == []  # not issue 15's sizes
+    section = data["neuron_loops"]
+    network = section["network"]
+    assert (network["T"], network["batch"], network["inputs"]) == (10, 2, 700)
+    assert network["hidden"] == [64, 32] and network["surrogate_beta"] == 10
+    assert [r["neuron"] for r in section["results"]] == NEURON_KINDS
+    printed = capsys.readouterr().out
+    assert "### neuron loops, fused against autograd: recurrent 700-64-32-20, T=10" in printed
+    for row in section["results"]:
+        for loop in ("fused", "autograd"):
+            assert len(row[loop]["times_ms"]) == 2 and min(row[loop]["times_ms"]) > 0
+        ratio = row["autograd"]["median_ms"] / row["fused"]["median_ms"]
+        assert row["autograd_vs_fused"] == pytest.approx(ratio) and math.isfinite(ratio)
+        trained = {"weights", "threshold"} | ({"tau_mem"} if row["neuron"] != "if" else set())
+        assert set(row["trainable"]) == trained
+        check = row["check"]
+        assert check["passed"] and check["asserted"] == "float64"
+        grads = check["float64"]["grad_rel_diff"]
+        assert any(name.endswith("threshold_raw") for name in grads)  # neuron parameters too
+        assert ("layers.0.neuron.tau_mem_raw" in grads) == (row["neuron"] != "if")
+        assert check["float64"]["dtype"] == "float64" and check["float64"]["max_rel_diff"] < 1e-9
+        assert check["float64"]["logits_rel_diff"] < 1e-9
+        assert check["float32"]["dtype"] == "float32"
+        assert 0 < row["hidden_rates"]["hidden0"] < 1 and 0 < row["hidden_rates"]["hidden1"] < 1
+        assert row["hidden_rate"] == row["hidden_rates"]["hidden0"]
+        assert row["time_loops"]["fused"]["hidden0"].startswith("fused")
+        assert row["time_loops"]["autograd"]["hidden0"] == "autograd loop"
+        assert f"| {row['neuron']} | {row['fused']['median_ms']:.1f} |" in printed
+
+
+def test_neuron_loops_stop_when_the_two_loops_disagree(monkeypatch):
+    """A twin that differs (here: the autograd network's input weights moved by 1e-3) stops
+    the run at the float64 check, before anything is timed."""
+    copy_state = neuron_loops.copy_state
+
+    def copy_and_perturb(source, target):
+        copy_state(source, target)
+        if not target.fused:
+            with torch.no_grad():
+                target.layers[0].fc.weight.add_(1e-3)
+
+    monkeypatch.setattr(neuron_loops, "copy_state", copy_and_perturb)
+    monkeypatch.setattr(neuron_loops, "time_round_robin", None)  # must not be reached
+    with pytest.raises(checks.AgreementError, match=r"disagree \(rtol 1e-06\)"):
+        cli.main(TINY_NEURON_LOOPS)
+
+
+def test_neuron_loop_targets_at_issue_15s_sizes_only():
+    def section(ratios, **network):
+        rows = [{"neuron": k, "autograd_vs_fused": ratios.get(k, 1.0)} for k in NEURON_KINDS]
+        sizes = {"T": 100, "batch": 32, "inputs": 700, "density": 0.02} | network
+        return {"network": sizes, "results": rows}
+
+    targets = neuron_loops.neuron_loop_targets(section({"adlif": 3.2, "adlif_euler": 2.9}))
+    assert [(t["implementation"], t["value"], t["met"]) for t in targets] == [
+        ("adlif", 3.2, True),
+        ("adlif_euler", 2.9, False),
+    ]
+    assert targets[0]["target"] == "fused step >= 3x its autograd loop"
+    assert neuron_loops.neuron_loop_targets(section({"adlif": 5.0}, T=50)) == []
+    assert neuron_loops.neuron_loop_targets(None) == []
 
 
 def test_peak_memory_child_runs_the_script():

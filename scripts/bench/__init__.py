@@ -4,6 +4,7 @@
     python scripts/benchmark.py --case shd_recurrent      # one case
     python scripts/benchmark.py --scaling                 # cost against T and batch size
     python scripts/benchmark.py --rate-sweep              # cost against the hidden firing rate
+    python scripts/benchmark.py --neuron-loops            # each neuron: fused vs autograd loop
     python scripts/benchmark.py --all --markdown --json bench.json   # everything, as in docs/
     python scripts/benchmark.py --device cuda             # the same on a GPU
 
@@ -50,6 +51,14 @@ Firing-rate sweep (``--rate-sweep``, ``rates.py``): the recurrent and the feed-f
 the input weights scaled so that spikelight's hidden layer fires at each ``--rates`` target
 (percent of neuron-steps; the scale is found by bisection on forward passes of the seeded input),
 every row given the same scaled weights; step time per row and the ratios, no memory.
+
+Neuron loops (``--neuron-loops``, ``neuron_loops.py``): issue 15's network (700 inputs -> two
+recurrent layers of 64 and 32 neurons of one kind -> 20-unit leaky readout; T=100, batch 32
+unless ``--T``/``--batch``) for each neuron kind (IF, LIF, ALIF, adLIF symplectic and Euler, RF),
+built with ``time_loop="fused"`` and ``"autograd"`` from one set of parameters; loss, logits and
+gradients asserted equal in float64 first, then one float32 training step of each timed round
+robin. Reported: both medians, their ratio, and the hidden firing rates; the target "adLIF's fused
+step >= 3x its autograd loop" at those sizes.
 
 Adding a row: decorate a builder ``setup -> Bench`` with :func:`bench.registry.register` in one
 of the row modules; ``Bench.step()`` is what gets timed. A spikelight variant takes a few lines::

@@ -27,6 +27,7 @@ from .cases import (
 )
 from .checks import DEFAULT_RTOL, DEFAULT_RTOL_FLOAT32
 from .measure import child_main
+from .neuron_loops import NEURON_KINDS, neuron_loop_targets, run_neuron_loops
 from .rates import DEFAULT_RATES, RATE_SWEEP_CASES, run_rate_sweep
 from .registry import implementations, select_implementations
 from .report import machine_info, machine_line, render
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--rate-sweep's targets, percent of neuron-steps "
         f"(default {','.join(f'{r:g}' for r in DEFAULT_RATES)})",
     )
+    p.add_argument(
+        "--neuron-loops",
+        action="store_true",
+        help=f"each neuron's fused loop against its autograd loop ({', '.join(NEURON_KINDS)}; "
+        "issue 15's network, T=100, batch 32 unless --T/--batch)",
+    )
     p.add_argument("--impl", action="append", help=f"repeatable; from {list(implementations())}")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--threads", type=positive, help="torch.set_num_threads (default: torch's)")
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rates is not None and not args.rate_sweep:
         raise SystemExit(f"--rates {','.join(f'{r:g}' for r in args.rates)} needs --rate-sweep")
 
-    asked = args.case or args.scaling or args.rate_sweep
+    asked = args.case or args.scaling or args.rate_sweep or args.neuron_loops
     names = list(CASES) if args.all or not asked else args.case or []
     cases = [configured(CASES[name], args) for name in dict.fromkeys(names)]
     sweep_cases = [configured(CASES[name], args) for name in RATE_SWEEP_CASES]
@@ -190,8 +197,10 @@ def main(argv: list[str] | None = None) -> dict:
         "rate_sweep": (
             run_rate_sweep(sweep_cases, rates, impls, args, device) if args.rate_sweep else None
         ),
+        "neuron_loops": run_neuron_loops(args, device) if args.neuron_loops else None,
     }
     results["targets"] = evaluate_targets(results["cases"])
+    results["targets"] += neuron_loop_targets(results["neuron_loops"])
     print(render(results, args.markdown))
     if args.json is not None:
         tmp = args.json.with_name(args.json.name + ".tmp")

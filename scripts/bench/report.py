@@ -167,6 +167,49 @@ def rate_sweep_tables(sweep: dict) -> list[tuple[str, list[str], list[list[str]]
     return tables
 
 
+def neuron_loops_table(section: dict) -> tuple[str, list[str], list[list[str]]]:
+    """Per neuron: fused and autograd step time, their ratio, the rates, and the check."""
+    net = section["network"]
+    title = (
+        f"neuron loops, fused against autograd: recurrent {net['inputs']}-"
+        f"{'-'.join(map(str, net['hidden']))}-{net['classes']}, T={net['T']}, "
+        f"batch={net['batch']}, input density {net['input_density_measured']:.3f}, "
+        f"SuperSpike beta {net['surrogate_beta']:g}, {net['dtype']}"
+    )
+    header = [
+        "neuron",
+        "fused ms",
+        "fused IQR ms",
+        "autograd ms",
+        "autograd IQR ms",
+        "autograd / fused",
+        "hidden0 rate",
+        "hidden1 rate",
+        "fused loop (hidden layers)",
+        "agreement (float64, asserted)",
+    ]
+    lines = []
+    for r in section["results"]:
+        loops = {v for k, v in r["time_loops"]["fused"].items() if k != "readout"}
+        check = r["check"]["float64"]
+        worst = max(check["max_rel_diff"], check["logits_rel_diff"])
+        lines.append(
+            [
+                r["neuron"],
+                fmt(r["fused"]["median_ms"]),
+                fmt(r["fused"]["iqr_ms"]),
+                fmt(r["autograd"]["median_ms"]),
+                fmt(r["autograd"]["iqr_ms"]),
+                fmt(r["autograd_vs_fused"], ".2f"),
+                fmt(r["hidden_rates"]["hidden0"], ".3f"),
+                fmt(r["hidden_rates"].get("hidden1"), ".3f"),
+                "; ".join(sorted(loops)),
+                f"{'passed' if r['check']['passed'] else 'FAILED'}, max rel diff {worst:.1e}",
+            ]
+        )
+    return title, header, lines
+
+
 def case_title(case: dict) -> str:
     kind = "recurrent" if case["recurrent"] else "feed-forward"
     return (
@@ -229,6 +272,8 @@ def render(results: dict, markdown: bool) -> str:
     tables = scaling_tables(results["scaling"]) if results["scaling"] else []
     if results.get("rate_sweep"):  # absent from files written before the sweep existed
         tables += rate_sweep_tables(results["rate_sweep"])
+    if results.get("neuron_loops"):  # absent from files written before that section existed
+        tables.append(neuron_loops_table(results["neuron_loops"]))
     for title, header, lines in tables:
         out += ["", f"### {title}" if markdown else title, "", table(header, lines)]
     return "\n".join(out)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -13,6 +14,17 @@ from torch.nn import functional as F
 
 from .cases import BETA, DT, READOUT_TAU_MEM, READOUT_TAU_SYN, TAU_MEM, TAU_SYN, THRESHOLD, Setup
 from .registry import Bench, assign, register
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """torch's default dtype set to ``dtype`` inside (neuron parameters are created in it)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def spikelight_network(setup: Setup, **kwargs) -> nn.Module:
@@ -23,9 +35,7 @@ def spikelight_network(setup: Setup, **kwargs) -> nn.Module:
     from spikelight.weight_init import ScaledNormal
 
     case = setup.case
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(setup.dtype)  # neuron parameters are created in the default dtype
-    try:
+    with default_dtype(setup.dtype):  # neuron parameters are created in the default dtype
         net = SpikingNetwork(
             num_inputs=case.inputs,
             num_classes=case.classes,
@@ -41,8 +51,6 @@ def spikelight_network(setup: Setup, **kwargs) -> nn.Module:
             weight_init=ScaledNormal(),  # plain weights: overwritten with the shared ones
             **kwargs,
         )
-    finally:
-        torch.set_default_dtype(default_dtype)
     return net.to(setup.device, setup.dtype)
 
 
