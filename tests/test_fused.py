@@ -10,7 +10,7 @@ import torch
 
 from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork
-from spikelight.neurons import ALIF, IF, LIF, RF, AdLIF, fused, native
+from spikelight.neurons import ALIF, IF, LIF, RF, AdLIF, native
 from spikelight.neurons.events import Events, project
 from spikelight.neurons.fused import chunk_steps, run_fused
 from spikelight.neurons.leaky_filter import leaky_integrate
@@ -172,33 +172,12 @@ def test_fused_with_fixed_neuron_parameters(kind, reset):
     assert_same_training_signal(nets, events())
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["events", "dense"])
 @pytest.mark.parametrize("decoding", ["max_membrane", "spike_count"])
 @pytest.mark.parametrize("kind", NEURONS)
-def test_fused_loss_through_the_readout_only(kind, decoding, dense, monkeypatch):
+def test_fused_loss_through_the_readout_only(kind, decoding):
     """The usual training loss: the last layer's spikes get gradient only via the readout."""
-    if dense:
-        monkeypatch.setattr(fused, "sparse_recurrence", lambda device: False)
     nets = twin_networks(kind, "subtract", True, True, decoding=decoding)
     assert_same_training_signal(nets, events(steps=60, density=0.03), through_spikes=False)
-
-
-@pytest.mark.parametrize("rate", [0.0, 1.0], ids=["dense-products", "event-sums"])
-@pytest.mark.parametrize("kind", NEURONS)
-def test_fused_event_path_switches_to_dense_products_at_high_rates(kind, rate, monkeypatch):
-    """Above DENSE_SPIKE_RATE the CPU path multiplies densely; both branches, everywhere."""
-    monkeypatch.setattr(fused, "DENSE_SPIKE_RATE", rate)
-    nets = twin_networks(kind, "zero", False, True)
-    assert_same_training_signal(nets, events(steps=60, density=0.03))
-
-
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-@pytest.mark.parametrize("kind", NEURONS)
-def test_fused_dense_recurrence_path(kind, reset, monkeypatch):
-    """The accelerator path (dense recurrent products, spikes kept as booleans), on the CPU."""
-    monkeypatch.setattr(fused, "sparse_recurrence", lambda device: False)
-    nets = twin_networks(kind, reset, False, True)
-    assert_same_training_signal(nets, events(steps=60, density=0.03))
 
 
 @pytest.mark.parametrize("steps", [2, 3, 5, 17])

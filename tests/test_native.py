@@ -72,16 +72,11 @@ def test_nonzero_lists_what_torch_lists(dtype, numel):
     x = torch.where(x < 0.8, torch.zeros_like(x), torch.ones_like(x))
     if numel >= 9:
         x[3], x[5] = -0.0, float("nan")  # -0 is zero; NaN is not
-    positions, ones = native.nonzero(x)
-    expected = x.nonzero().squeeze(1)
-    assert torch.equal(positions, expected)
-    assert ones == bool((x[expected] == 1).all())
+    positions = native.nonzero(x)
+    assert positions.dtype == torch.int32
+    assert torch.equal(positions.long(), x.nonzero().squeeze(1))
     if numel >= 9:
-        assert 5 in positions.tolist() and 3 not in positions.tolist() and not ones
-        x[5] = 2.0
-        assert native.nonzero(x)[1] is False
-        x[5] = 1.0
-        assert native.nonzero(x)[1] is True
+        assert 5 in positions.tolist() and 3 not in positions.tolist()
 
 
 @needs_native

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
 from spikelight.neurons import native
 
@@ -30,78 +29,15 @@ def is_sparse(x: torch.Tensor) -> bool:
     return bool(torch.count_nonzero(sample) < SPARSE_DENSITY * sample.numel())
 
 
-def nonzero_positions(flat: torch.Tensor) -> torch.Tensor:
-    """Ascending positions of the non-zero entries of the 1-D ``flat`` (``flat.nonzero()``).
-
-    ``nonzero`` visits every entry one by one (~1.5 ns each on a CPU). This visits one 8-byte
-    word per 8 entries of a byte mask, then the bytes of the words that hold an event: about
-    twice as fast at the densities of binned spike data.
-    """
-    mask = flat.bool()  # as nonzero: NaN counts as non-zero
-    pad = (-mask.numel()) % 8
-    if pad:
-        mask = torch.cat([mask, mask.new_zeros(pad)])
-    words = mask.view(torch.int64)  # 8 entries per word, in memory order
-    hit = words.nonzero().squeeze(1)
-    word, byte = words.index_select(0, hit).view(torch.uint8).view(-1, 8).nonzero().unbind(1)
-    return hit.index_select(0, word) * 8 + byte
-
-
-def compact(index: torch.Tensor, numel: int) -> torch.Tensor:
-    """Flat positions in 4 bytes where they fit."""
-    return index.to(torch.int32 if numel < 2**31 else torch.int64)
-
-
-def bag_starts(index: torch.Tensor, width: int, rows: int) -> torch.Tensor:
-    """Start of each row's entries in ascending flat positions ``index`` (rows of ``width``)."""
-    starts = torch.arange(rows, device=index.device, dtype=index.dtype) * width
-    return torch.searchsorted(index, starts)
-
-
-def row_sums(index, values, width: int, rows: int, weight: torch.Tensor, starts=None):
-    """``S @ weight`` for the sparse ``S [rows, width]`` given by ascending flat ``index``
-    and ``values`` (None: ones): each row sums its entries' rows of ``weight [width, N]``.
-
-    ``starts``: the rows' first flat positions, ``arange(rows) * width``, when at hand.
-    """
-    weights = None if values is None else values.to(weight.dtype)
-    if starts is None:
-        offsets = bag_starts(index, width, rows)
-    else:
-        offsets = torch.searchsorted(index, starts)
-    return F.embedding_bag(index % width, weight, offsets, mode="sum", per_sample_weights=weights)
-
-
-class ColumnBags:
-    """Sparse entries regrouped by column within each time chunk (one sort), for ``S_c.T @ G``.
-
-    The entries are flat positions ``index`` over rows of ``width`` (row ``r = t * B + b``) with
-    ``values`` (None: ones); ``shift`` rows are added to each (a spike at ``t`` feeds ``t + 1``).
-    ``grad_t(c, grad)`` is ``S_c.T @ grad`` for chunk ``c``'s block: every column sums the
-    gradient rows of its entries, at a cost per entry (a weight gradient).
-    """
-
-    def __init__(self, index, values, width: int, shift: int, chunk_rows: int, n_chunks: int):
-        rows = torch.div(index, width, rounding_mode="floor") + shift
-        chunk = torch.div(rows, chunk_rows, rounding_mode="floor")
-        key = chunk * width + index % width
-        order = torch.argsort(key, stable=True)
-        bounds = torch.arange(n_chunks + 1, device=index.device, dtype=key.dtype) * width
-        self.ptr = torch.searchsorted(key[order], bounds).tolist()
-        self.order = compact(order, order.numel())
-        self.index, self.values, self.width, self.shift = index, values, width, shift
-        self.chunk_rows = chunk_rows
-
-    def grad_t(self, c: int, grad: torch.Tensor) -> torch.Tensor:
-        pick = self.order[self.ptr[c] : self.ptr[c + 1]].long()
-        index = self.index[pick].long()
-        rows = torch.div(index, self.width, rounding_mode="floor") + self.shift
-        cols = index % self.width
-        weights = None if self.values is None else self.values[pick].to(grad.dtype)
-        return F.embedding_bag(
-            rows - c * self.chunk_rows, grad, bag_starts(cols, 1, self.width), mode="sum",
-            per_sample_weights=weights,
-        )  # fmt: skip
+def sparse_matrix(index, values, width: int, rows: int, dtype) -> torch.Tensor:
+    """The sparse ``S [rows, width]`` (COO) with entries at the ascending flat positions
+    ``index`` (row-major, hence already coalesced) and ``values`` (None: ones)."""
+    index = index.long()
+    values = index.new_ones(index.shape, dtype=dtype) if values is None else values.to(dtype)
+    return torch.sparse_coo_tensor(
+        torch.stack([index // width, index % width]), values, (rows, width), is_coalesced=True,
+        check_invariants=False,
+    )  # fmt: skip
 
 
 @dataclass
@@ -125,15 +61,13 @@ class Events:
         if not is_sparse(x):
             return None
         flat = x.reshape(-1)
-        if native.supports(flat):
-            index, ones = native.nonzero(flat)
+        int32 = flat.numel() < 2**31  # positions in 4 bytes where they fit
+        if native.supports(flat) and int32:
+            index = native.nonzero(flat)
         else:
-            index = nonzero_positions(flat)
-            ones = None
-        values = None if ones else flat.index_select(0, index)
-        if ones is None and bool((values == 1).all()):
-            values = None
-        return cls(compact(index, flat.numel()), values, tuple(x.shape))
+            index = flat.nonzero().squeeze(1).to(torch.int32 if int32 else torch.int64)
+        values = flat.index_select(0, index)
+        return cls(index, None if bool((values == 1).all()) else values, tuple(x.shape))
 
     def bounds(self, rows: list[int]) -> list[int]:
         """Event offsets where each row in ``rows`` starts."""
@@ -152,7 +86,7 @@ class Events:
             index = self.index[lo:hi]
             return native.gather_rows(index, values, self.shape[2], r0, r1 - r0, weight_t)
         index = self.index[lo:hi].long() - r0 * self.shape[2]
-        return row_sums(index, values, self.shape[2], r1 - r0, weight_t)
+        return sparse_matrix(index, values, self.shape[2], r1 - r0, weight_t.dtype) @ weight_t
 
 
 def spike_outer(grad: torch.Tensor, fired: torch.Tensor, chunk: int = 16) -> torch.Tensor:
@@ -206,15 +140,15 @@ class _EventProjection(torch.autograd.Function):
         index, values = ctx.saved_tensors
         steps, batch, channels = ctx.shape
         rows = steps * batch
-        bags = ColumnBags(index, values, channels, 0, rows, 1)  # the whole input: one chunk
-        return bags.grad_t(0, grad.reshape(rows, -1)).t(), None, None, None
+        S = sparse_matrix(index, values, channels, rows, grad.dtype)
+        return (S.t() @ grad.reshape(rows, -1)).t(), None, None, None
 
 
 @torch.compiler.disable  # data-dependent shapes (the events)
 def project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``x @ weight.T``; for constant input with few events (spike data), at a cost per event.
 
-    Each non-zero ``x[t, b, c]`` adds ``x[t, b, c] * weight[:, c]`` (an ``embedding_bag`` sum),
+    Each non-zero ``x[t, b, c]`` adds ``x[t, b, c] * weight[:, c]`` (a sparse product),
     and the weight gradient is likewise a sum over the events, so both scale with the number
     of input events instead of ``T * B * C``. Other input: a dense product.
     """

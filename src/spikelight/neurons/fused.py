@@ -5,19 +5,19 @@ intermediate for the backward pass. :func:`run_fused` instead runs any neuron's 
 linear form (:mod:`.dynamics`), optionally with a recurrent weight matrix, without recording,
 and derives every gradient in one reverse sweep. What it keeps for that sweep:
 
-- the spikes: for a recurrent layer on the CPU the flat positions of the spike events (4 bytes
-  per spike, listed every step for the recurrent sum), else booleans; never the ``[T, B, N]``
-  membrane;
+- the spikes: with the C loops the flat positions of the spike events (4 bytes per spike,
+  listed every step for the recurrent sum, and reused by the weight gradients), else booleans;
+  never the ``[T, B, N]`` membrane;
 - the state at the start of each chunk of ``ceil(sqrt(T))`` steps. The backward recomputes one
-  chunk's steps from its start state (the recurrent input comes from the saved spike events),
-  then walks back through it;
+  chunk's steps from its start state (the recurrent input from the saved spikes), then walks
+  back through it;
 - for sparse input (binned spike data) only the input events (:mod:`.events`): the input
   current ``x_t = W_in s_t`` is summed from them a chunk at a time, forwards and again
   backwards, and ``W_in``'s gradient is a sum over the same events.
 
-The last hidden layer also projects its spikes onto the readout from the spike events and
-receives that projection's gradient a chunk at a time, so a training step holds no ``[T, B, N]``
-tensor besides the spikes it returns.
+The last hidden layer also projects its spikes onto the readout and receives that projection's
+gradient a chunk at a time, so a training step holds no ``[T, B, N]`` tensor besides the spikes
+it returns.
 
 Walking back one step (:func:`_back_step`), with ``lam = dL/ds_t`` and ``in_t = x_t + W z_{t-1}``:
 the post-spike update sends ``E^T lam`` to ``q`` and ``D . lam`` to ``z``; the reset, the
@@ -25,7 +25,8 @@ surrogate slope and the threshold give ``dL/dp``; the pre-spike update gives
 ``dL/ds_{t-1} = A^T dL/dp`` and ``dL/din_t = B . dL/dp``. Each coefficient's gradient is its
 local derivative summed over batch and time; autograd carries it on to the neuron parameters.
 On the CPU the steps run as C loops (``native.py``, ``fused_native.c``) where a C compiler is
-available, else as the PyTorch loops here (:func:`spikelight.neurons.dynamics.step`).
+available, else (and on accelerators, where dense products are cheap and listing spikes would
+wait for the device) as the PyTorch loops here (:func:`spikelight.neurons.dynamics.step`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ import math
 import torch
 
 from spikelight.neurons import dynamics, native
-from spikelight.neurons.dynamics import Dynamics, Form
-from spikelight.neurons.events import ColumnBags, Events, compact, row_sums
+from spikelight.neurons.dynamics import Dynamics
+from spikelight.neurons.events import Events, sparse_matrix
 
 
 def chunk_steps(steps: int) -> int:
@@ -48,19 +49,16 @@ def chunk_steps(steps: int) -> int:
     return max(1, math.isqrt(max(steps - 1, 0)) + 1)
 
 
-def sparse_recurrence(device: torch.device) -> bool:
-    """Recurrent products from spike events on CPU; dense products on accelerators.
-
-    Listing a step's spikes needs ``nonzero``, which on a GPU waits for the device, where a dense
-    product is cheap anyway. On a CPU the sum over spike events costs about half the dense
-    product at typical firing rates, and the backward reuses the events.
-    """
-    return device.type == "cpu"
-
-
-#: Above this fraction of spiking neurons (per step, per chunk) the PyTorch loops' recurrent
-#: input and its weight gradient use dense products instead of sums over the spike events.
-DENSE_SPIKE_RATE = 0.1
+def c_loops_reason(surrogate, like: torch.Tensor, shape=None) -> str | None:
+    """Why the C loops cannot run a layer with ``surrogate`` on tensors like ``like`` (spikes
+    of ``shape``), or None when they can: built and enabled, a surrogate they have a formula
+    for, and spike positions that fit in int32."""
+    why = native.unavailable(like)
+    if why is None and native.surrogate_kind(surrogate) is None:
+        why = f"no C formula for {type(surrogate).__name__}"
+    if why is None and shape is not None and math.prod(shape) >= 2**31:
+        why = f"{math.prod(shape)} spike positions do not fit in int32"
+    return why
 
 
 def describe(neuron, like: torch.Tensor) -> str:
@@ -69,23 +67,8 @@ def describe(neuron, like: torch.Tensor) -> str:
     reason = neuron.fused_reason()
     if reason is not None:
         return f"autograd loop ({reason})"
-    why = native.unavailable(like)
-    if why is None and native.surrogate_kind(neuron.surrogate) is None:
-        why = f"no C formula for {type(neuron.surrogate).__name__}"
+    why = c_loops_reason(neuron.surrogate, like)
     return "fused, C loops" if why is None else f"fused, PyTorch loops ({why})"
-
-
-def c_kernel(form: Form, shape, like: torch.Tensor) -> bool:
-    """Whether the C loops run this layer: built and enabled for ``like``, a surrogate they
-    have a formula for, and spike positions over ``[T, B, N]`` that fit in int32."""
-    return (native.supports(like) and math.prod(shape) < 2**31
-            and native.surrogate_kind(form.surrogate) is not None)  # fmt: skip
-
-
-def _spike_row(fired, spike_ptr, t: int, plane: int, like) -> torch.Tensor:
-    """Step ``t``'s spikes as floats ``[B * N]`` from the flat spike positions ``fired``."""
-    index = fired[spike_ptr[t] : spike_ptr[t + 1]].long() - t * plane
-    return like.new_zeros(plane).index_fill_(0, index, 1)
 
 
 def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x_in, beta):
@@ -179,15 +162,12 @@ class _FusedLayer(torch.autograd.Function):
         spikes = like.new_empty(steps, batch, size)
         ptr = events.bounds([t * batch for t in [*starts, steps]]) if events is not None else None
         w_in_t = w_in.t().contiguous() if events is not None else None
-        sparse = rec_weight is not None and sparse_recurrence(like.device)  # spikes as events
         w_t = rec_weight.t().contiguous() if rec_weight is not None else None
-        spike_index, spike_ptr = [], [0]  # flat spike positions by time step (sparse path)
-        fired_t = like.new_zeros(0, dtype=torch.long)  # the last step's, within its [B, N] plane
-        row_starts = torch.arange(batch, device=like.device) * size
         kernel, c_loops = None, native.supports(like)  # the backward follows these choices
-        if c_kernel(form, spikes.shape, like):
+        if c_loops_reason(form.surrogate, like, spikes.shape) is None:
             kernel = native.Kernel(d, batch, size, like.dtype, w_t, float(beta.to(like.dtype)))
             current = current.contiguous() if current is not None else None
+        spike_index, spike_ptr = [], [0]  # the C loops' spike positions, by time step
         chunk_states = []
         z = like.new_zeros(batch, size)
         for c, t0 in enumerate(starts):
@@ -201,40 +181,21 @@ class _FusedLayer(torch.autograd.Function):
             if kernel is not None:  # the state advances in place
                 previous = spikes[t0 - 1] if t0 > 0 and w_t is not None else None
                 index, counts = kernel.run(x, spikes[t0:t1], state, previous, decide=True)
-                if sparse:  # flat positions over [T, B, N]: fit in int32 (see c_kernel)
-                    spike_index.append(index + t0 * batch * size)
-                    spike_ptr.extend((spike_ptr[-1] + counts.cumsum(0)).tolist())
+                spike_index.append(index + t0 * batch * size)  # over [T, B, N]: int32
+                spike_ptr.extend((spike_ptr[-1] + counts.cumsum(0)).tolist())
                 continue
             rows = tuple(state.unbind(0))
             for t in range(t0, t1):
-                x_t = x[t - t0]
-                if sparse and fired_t.numel() <= DENSE_SPIKE_RATE * batch * size:
-                    x_t = x_t + row_sums(fired_t, None, size, batch, w_t, row_starts)  # W z_{t-1}
-                elif w_t is not None:
-                    x_t = torch.addmm(x_t, z, w_t)
+                x_t = x[t - t0] if w_t is None else torch.addmm(x[t - t0], z, w_t)
                 z, _, rows = dynamics.step(
                     d, x_t, rows, spike=lambda u, theta, t=t: torch.gt(u, theta, out=spikes[t])
                 )  # 0./1. <=> u - theta > 0, exactly
-                if sparse:
-                    fired_t = z.view(-1).nonzero().squeeze(1)
-                    spike_index.append(fired_t)
-                    spike_ptr.append(spike_ptr[-1] + fired_t.numel())
             state = torch.stack(rows)
-        ctx.form, ctx.starts, ctx.chunk, ctx.ptr = form, starts, chunk, ptr
-        ctx.c_kernel, ctx.c_loops = kernel is not None, c_loops
+        ctx.form, ctx.starts, ctx.chunk, ctx.ptr, ctx.c_loops = form, starts, chunk, ptr, c_loops
         ctx.event_shape = events.shape if events is not None else None
-        ctx.spike_ptr = spike_ptr if sparse else None
-        # the spikes kept: flat positions over [T, B, N] (each step's plus the step's offset),
-        # or booleans, a quarter of the floats
-        if sparse and kernel is not None:  # already flat positions
-            fired = torch.cat(spike_index)
-        elif sparse:
-            counts = torch.tensor(spike_ptr, device=like.device).diff()
-            offsets = torch.arange(steps, device=like.device) * (batch * size)
-            fired = torch.cat(spike_index) + offsets.repeat_interleave(counts)
-            fired = compact(fired, spikes.numel())
-        else:
-            fired = spikes.bool()
+        ctx.spike_ptr = spike_ptr if kernel is not None else None  # None: the PyTorch loops
+        # the spikes kept: flat positions over [T, B, N], or booleans (a quarter of floats)
+        fired = torch.cat(spike_index) if kernel is not None else spikes.bool()
         ctx.save_for_backward(
             fired, torch.stack(chunk_states), current if events is None else None, w_in,
             rec_weight, w_out, beta,
@@ -245,15 +206,15 @@ class _FusedLayer(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # unused outputs (often the spikes) get no gradient
         if w_out is None:
             return spikes
-        if sparse:  # the next layer's input current, summed over the spike events
-            out = row_sums(fired.long(), None, size, steps * batch, w_out.t().contiguous())
+        if kernel is not None:  # the next layer's input current, summed over the spike events
+            out = native.gather_rows(fired, None, size, 0, steps * batch, w_out.t().contiguous())
         else:
             out = spikes.view(-1, size) @ w_out.t()
         return spikes, out.view(steps, batch, -1)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_out=None):
-        form, chunk, starts = ctx.form, ctx.chunk, ctx.starts
+        form, chunk, starts, spike_ptr = ctx.form, ctx.chunk, ctx.starts, ctx.spike_ptr
         (fired, chunk_states, current, w_in, rec_weight, w_out, beta, event_index, event_values,
          *coefficients) = ctx.saved_tensors  # fmt: skip
         d = Dynamics.of(form, coefficients)
@@ -272,38 +233,30 @@ class _FusedLayer(torch.autograd.Function):
         keep_in = any(need[("inputs", j)] for j in form.inputs)  # each step's input
         w_in_t = w_in.t().contiguous() if events is not None else None
         w_rec_t = rec_weight.t().contiguous() if rec_weight is not None else None
-        sparse, spike_ptr = ctx.spike_ptr is not None, ctx.spike_ptr
         n_chunks = len(starts)
-        rec_bags = None  # the spike events by column, sorted once when a chunk first needs them
         sums = {}  # per-neuron gradients by slot, summed over time here, over the batch at the end
         kernel = None
-        if ctx.c_kernel:  # the C loops: the coefficients' gradients summed over batch and time
+        if spike_ptr is not None:  # the C loops: the coefficients' gradients summed over B and T
             kernel = native.Kernel(d, batch, size, dtype, w_rec_t, float(beta_))
             c_sums = {slot: like.new_zeros(size, dtype=torch.float64)
                       for slot in form.slots if need[slot] and slot[0] != "initial"}  # fmt: skip
             rec = like.new_empty(batch, size)  # dL/dz_t through the recurrence, once known
             rec_known = False
-        # weight gradients as sums over events in C (no sort), where the positions are int32
-        scatter = kernel is not None and sparse
+        # W_in's gradient as a sum over the events in C (no sort), where the positions are int32
         scatter_in = kernel is not None and need["w_in"] and events.index.dtype == torch.int32
-        if need["w_in"] and not scatter_in:
-            in_bags = ColumnBags(
-                events.index, events.values, events.shape[2], 0, chunk * batch, n_chunks
-            )
 
         buffers = {}  # scratch reused by every chunk (fresh memory costs page faults)
 
-        def scratch(name: str, k: int, rows: int = 0, zero: bool = False) -> torch.Tensor:
+        def scratch(name: str, k: int, rows: int = 0) -> torch.Tensor:
             if name not in buffers:
-                new = like.new_zeros if zero else like.new_empty
-                buffers[name] = new(chunk, *((rows,) if rows else ()), batch, size)
+                buffers[name] = like.new_empty(chunk, *((rows,) if rows else ()), batch, size)
             return buffers[name][:k]
 
         grad_x = torch.empty_like(current) if need["x"] else None
-        grad_w_in_t = grad_w_t = grad_beta = None
+        grad_w_in_t = grad_w_t = grad_w_out_t = grad_beta = None
         lam = like.new_zeros(k_states, batch, size)  # dL/ds_t (the C loops update it in place)
         lam_rows = tuple(lam.unbind(0))
-        grad_w_out_t = carry = None  # carry: dL/dz_{t0-1} from the recurrence, across chunks
+        carry = None  # dL/dz_{t0-1} from the recurrence, across chunks (PyTorch loops)
         for c in range(n_chunks - 1, -1, -1):
             t0 = starts[c]
             t1 = min(t0 + chunk, steps)
@@ -315,42 +268,28 @@ class _FusedLayer(torch.autograd.Function):
                 x = x.view(k, batch, size)
             else:
                 x = current[t0:t1]
-            previous = None  # z_{t0-1} .. z_{t1-2} as floats [k B, N], where dense products win
-            if sparse:
+            p_hist = scratch("p", k, k_states)
+            s_hist = scratch("s", k, k_states) if keep_s else None
+            previous = None  # z_{t0-1} .. z_{t1-2} as floats (PyTorch loops, recurrent)
+            if kernel is not None:  # the spikes from their positions; the C loop adds W z_{t-1}
                 own = fired[spike_ptr[t0] : spike_ptr[t1]].long() - t0 * plane
-                z_chunk = scratch("z", k, zero=True)  # zeros: the chunk's spikes are unset below
+                z_chunk = scratch("z", k).zero_()
                 z_chunk.view(-1).index_fill_(0, own, 1)
-                # the spikes of t0 - 1 .. t1 - 2 feed this chunk through the recurrence
-                index = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]].long()
-                index = index - (t0 - 1) * plane
-                if kernel is None and index.numel() > DENSE_SPIKE_RATE * k * plane:
-                    previous = like.new_zeros(k * plane).index_fill_(0, index, 1).view(-1, size)
-                if kernel is not None:  # the C loop adds the recurrent input itself
-                    pass
-                elif previous is None:
-                    x = x + row_sums(index, None, size, k * batch, w_rec_t).view(x.shape)
-                else:
-                    x = x + (previous @ w_rec_t).view(k, batch, size)
+                z_prev = None  # z_{t0-1} [B, N], the recurrent input of the chunk's first step
+                if rec_weight is not None and t0 > 0:
+                    before = fired[spike_ptr[t0 - 1] : spike_ptr[t0]].long() - (t0 - 1) * plane
+                    z_prev = like.new_zeros(batch, size).view(-1).index_fill_(0, before, 1)
+                    z_prev = z_prev.view(batch, size)
+                in_hist = scratch("in", k) if keep_in else None
+                kernel.run(x, z_chunk, chunk_states[c].clone(), z_prev, p_hist=p_hist,
+                           s_hist=s_hist, in_hist=in_hist)  # fmt: skip
             else:
                 z_chunk = fired[t0:t1].view(torch.uint8).to(dtype)
                 if rec_weight is not None:
                     previous = fired[max(t0 - 1, 0) : t1 - 1].view(torch.uint8).to(dtype)
                     if t0 == 0:
                         previous = torch.cat([torch.zeros_like(previous[:1]), previous])
-                    if kernel is None:
-                        x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
-            p_hist = scratch("p", k, k_states)
-            s_hist = scratch("s", k, k_states) if keep_s else None
-            if kernel is not None:
-                in_hist = scratch("in", k) if keep_in else None
-                z_prev = None  # z_{t0-1} [B, N], the recurrent input of the chunk's first step
-                if rec_weight is not None and t0 > 0:
-                    z_prev = previous[:batch] if previous is not None else _spike_row(
-                        fired, spike_ptr, t0 - 1, plane, like
-                    ).view(batch, size)  # fmt: skip
-                kernel.run(x, z_chunk, chunk_states[c].clone(), z_prev, p_hist=p_hist,
-                           s_hist=s_hist, in_hist=in_hist)  # fmt: skip
-            else:
+                    x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
                 in_hist = x
                 rows = tuple(chunk_states[c].unbind(0))
                 for s in range(k):
@@ -396,42 +335,40 @@ class _FusedLayer(torch.autograd.Function):
                     elif rec_weight is not None and t0 > 0:
                         carry = grad_in[s] @ rec_weight
             del x
-            # -- the chunk's weight gradients ------------------------------------------------
+            # -- the chunk's weight gradients: sums over the events (C), or dense products ---
             flat_grad = grad_in.reshape(k * batch, size)
-            if scatter_in:
+            if need["w_in"]:
                 lo, hi = ctx.ptr[c : c + 2]
-                if grad_w_in_t is None:
-                    grad_w_in_t = like.new_zeros(events.shape[2], size)
+                index, width = events.index[lo:hi], events.shape[2]
                 values = None if events.values is None else events.values[lo:hi]
-                native.scatter_rows(grad_w_in_t, events.index[lo:hi], values, events.shape[2],
-                                    0, t0 * batch, flat_grad)  # fmt: skip
-            elif need["w_in"]:
-                g = in_bags.grad_t(c, flat_grad)
-                grad_w_in_t = g if grad_w_in_t is None else grad_w_in_t + g
-            if need["w"] and scatter:  # spike z_s feeds step s + 1
+                if grad_w_in_t is None:
+                    grad_w_in_t = like.new_zeros(width, size)
+                if scatter_in:
+                    native.scatter_rows(grad_w_in_t, index, values, width, 0, t0 * batch,
+                                        flat_grad)  # fmt: skip
+                else:
+                    index = index.long() - t0 * batch * width
+                    S = sparse_matrix(index, values, width, k * batch, dtype)
+                    grad_w_in_t += S.t() @ flat_grad
+            if need["w"] and kernel is not None:  # spike z_s feeds step s + 1
                 if grad_w_t is None:
                     grad_w_t = like.new_zeros(size, size)
                 fed = fired[spike_ptr[max(t0 - 1, 0)] : spike_ptr[t1 - 1]]
                 native.scatter_rows(grad_w_t, fed, None, size, batch, t0 * batch, flat_grad)
             elif need["w"]:
-                if previous is None:
-                    if rec_bags is None:  # spike z_s feeds step s + 1; the last step's, nothing
-                        fed = fired[: spike_ptr[steps - 1]]
-                        rec_bags = ColumnBags(fed, None, size, batch, chunk * batch, n_chunks)
-                    g = rec_bags.grad_t(c, flat_grad)
-                else:
-                    g = previous.view(-1, size).t() @ flat_grad
+                g = previous.view(-1, size).t() @ flat_grad
                 grad_w_t = g if grad_w_t is None else grad_w_t + g
-            if need["w_out"] and scatter:
-                g_out = grad_out[t0:t1].reshape(k * batch, -1).contiguous()
-                if grad_w_out_t is None:
-                    grad_w_out_t = like.new_zeros(size, g_out.shape[1])
-                here = fired[spike_ptr[t0] : spike_ptr[t1]]
-                native.scatter_rows(grad_w_out_t, here, None, size, 0, t0 * batch, g_out)
-            elif need["w_out"]:
+            if need["w_out"]:
                 g_out = grad_out[t0:t1].reshape(k * batch, -1)
-                g = z_chunk.view(-1, size).t() @ g_out  # [N, K]: small for a readout
-                grad_w_out_t = g if grad_w_out_t is None else grad_w_out_t + g
+                if kernel is not None:
+                    if grad_w_out_t is None:
+                        grad_w_out_t = like.new_zeros(size, g_out.shape[1])
+                    here = fired[spike_ptr[t0] : spike_ptr[t1]]
+                    native.scatter_rows(grad_w_out_t, here, None, size, 0, t0 * batch,
+                                        g_out.contiguous())  # fmt: skip
+                else:
+                    g = z_chunk.view(-1, size).t() @ g_out  # [N, K]: small for a readout
+                    grad_w_out_t = g if grad_w_out_t is None else grad_w_out_t + g
             if need["beta"]:  # d(spike)/d(beta) via the surrogate's primitive, as _SpikeFunction
                 u, theta = p_hist[:, form.membrane], dynamics.theta_of(d, p_hist.unbind(1))
                 with torch.enable_grad():
@@ -439,8 +376,6 @@ class _FusedLayer(torch.autograd.Function):
                     smooth = form.surrogate.primitive(u - theta, beta_leaf.to(dtype))
                     (g,) = torch.autograd.grad(smooth, beta_leaf, grad_z_chunk)
                 grad_beta = g if grad_beta is None else grad_beta + g
-            if sparse:
-                z_chunk.view(-1).index_fill_(0, own, 0)  # all zeros again, for the next chunk
 
         if kernel is not None:
             sums = {slot: value.to(dtype) for slot, value in c_sums.items()}

@@ -1,19 +1,14 @@
 /* The per-step arithmetic of spikelight's fused spiking layer, as plain C loops.
  *
- * fused.py drives the time loop; issued from Python, each step's ~20 small tensor operations
- * cost a few microseconds each in dispatch alone. These functions do one chunk of forward
- * steps, or one backward step, in a single call, for any neuron of the linear form of
- * dynamics.py (its docstring has the equations; the names here are its names). The forward
- * step repeats dynamics.step operation for operation, in the same order (built with
- * -ffp-contract=off, so the compiler adds no fused multiply-adds), so its spikes are those of
- * the PyTorch loops; the backward step is fused.py's _back_step.
- *
- * Built by native.py with the system C compiler and called through ctypes; native.py checks on
- * load that its struct declarations and constants are the ones below (layout_entries) and that
- * the surrogate formulas equal the Python ones. Every tensor is contiguous, time-major, of one
- * floating type: the typed part of this file is compiled twice (it includes itself), for float
- * (names ending in _f32) and double (_f64).
- */
+ * From Python each step's ~20 small tensor operations cost microseconds of dispatch; here one
+ * call does a chunk of forward steps, or one backward step, for any neuron of the linear form
+ * of dynamics.py (whose docstring has the equations and names). The forward repeats
+ * dynamics.step operation for operation (built with -ffp-contract=off: no fused multiply-adds
+ * added), so its spikes are the PyTorch loops'; the backward is fused.py's _back_step.
+ * native.py builds this, checks on load that its structs and constants match (layout_entries)
+ * and that the surrogate formulas equal the Python ones. Tensors are contiguous, time-major, of
+ * one type: the typed part is compiled twice (the file includes itself), for float (_f32) and
+ * double (_f64). */
 #ifndef REAL /* ---------------------------------------- the part compiled once ---------- */
 #include <math.h>
 #include <stddef.h>
@@ -218,7 +213,8 @@ static int F(zero8)(const T *restrict x) {
     return (any & NO_SIGNS) == 0;
 }
 
-/* The positions of the non-zero entries of z [N] into out; returns how many. */
+/* The positions of the non-zero entries of z [N] (-0 is zero, NaN is not) into out; returns
+ * how many. */
 static int64_t F(list_spikes)(int64_t N, const T *restrict z, int32_t *restrict out) {
     int64_t count = 0, n = 0;
     for (; n + 8 <= N; n += 8) { /* most runs of 8 neurons hold no spike: skip them */
@@ -542,52 +538,24 @@ int F(back_step)(const Layer *L, const Back *K) {
     return failed ? -1 : 0;
 }
 
-/* The flat positions of the non-zero entries of x[lo .. hi - 1] into out; returns how many
- * and sets *ones to whether every one of them is 1. */
-static int64_t F(list_range)(const T *restrict x, int64_t lo, int64_t hi,
-                                int64_t *restrict out, int *ones) {
-    int64_t count = 0, n = lo;
-    int all = 1;
-    for (; n + 8 <= hi; n += 8) { /* binned spike data: mostly empty runs */
-        if (F(zero8)(x + n)) continue;
-        for (int j = 0; j < 8; ++j) {
-            out[count] = n + j;
-            all &= x[n + j] == 0 || x[n + j] == 1;
-            count += x[n + j] != 0;
-        }
-    }
-    for (; n < hi; ++n) {
-        out[count] = n;
-        all &= x[n] == 0 || x[n] == 1;
-        count += x[n] != 0;
-    }
-    *ones = all;
-    return count;
-}
-
-/* The flat positions of the non-zero entries of x [numel], ascending, into out (room for
- * numel); returns how many, and sets *all_ones to whether every one of them is 1. Each
- * thread lists a stretch of x into its own stretch of out; these are then closed up. */
-int64_t F(list_nonzero)(const T *restrict x, int64_t numel, int64_t *restrict out,
-                           int32_t *all_ones) {
+/* The flat positions of the non-zero entries of x [numel < 2^31], ascending, into out (room
+ * for numel); returns how many. Each thread lists a stretch of x into its own stretch of out;
+ * these are then closed up. */
+int64_t F(list_nonzero)(const T *restrict x, int64_t numel, int32_t *restrict out) {
     int64_t parts = numel < (1 << 16) ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;
     int64_t count[MAX_PARTS], team = 1;
-    int ones[MAX_PARTS];
     PARALLEL(parts)
     {
         const int64_t p = THREAD, n = THREADS, lo = numel * p / n, hi = numel * (p + 1) / n;
         if (p == 0) team = n;
-        count[p] = F(list_range)(x, lo, hi, out + lo, &ones[p]);
+        count[p] = F(list_spikes)(hi - lo, x + lo, out + lo); /* positions from lo */
     }
     int64_t total = 0;
-    int all = 1;
     for (int64_t p = 0; p < team; ++p) {
         const int64_t lo = numel * p / team;
-        if (total != lo) memmove(out + total, out + lo, sizeof(int64_t) * count[p]);
+        for (int64_t e = 0; e < count[p]; ++e) out[total + e] = out[lo + e] + (int32_t)lo;
         total += count[p];
-        all &= ones[p];
     }
-    *all_ones = all;
     return total;
 }
 
@@ -687,12 +655,11 @@ void F(gather_rows)(T *restrict out, const int32_t *restrict index,
     }
 }
 
-/* The leaky readout over time: i = x_t + a_syn i, v = lerp(i, v, a_mem) (torch's FMA
- * forms), out_t = v; backwards in time when reverse (the filter's adjoint). */
-int F(leaky_filter)(const T *restrict x, T *restrict out, int64_t steps, int64_t width,
-                       T a_syn, T a_mem, int32_t reverse) {
-    T *state = calloc(2 * width, sizeof(T));
-    if (!state) return -1;
+/* The leaky readout over time from state (zeros [2, width]: i, v): i = x_t + a_syn i,
+ * v = lerp(i, v, a_mem) (torch's FMA forms), out_t = v; backwards in time when reverse (the
+ * filter's adjoint). */
+void F(leaky_filter)(const T *restrict x, T *restrict out, T *restrict state, int64_t steps,
+                     int64_t width, T a_syn, T a_mem, int32_t reverse) {
     T *restrict i = state, *restrict v = state + width;
     const int small = fabs(a_mem) < 0.5;
     for (int64_t step = 0; step < steps; ++step) {
@@ -706,8 +673,6 @@ int F(leaky_filter)(const T *restrict x, T *restrict out, int64_t steps, int64_t
             o[n] = v[n];
         }
     }
-    free(state);
-    return 0;
 }
 
 #undef T

@@ -83,19 +83,11 @@ def _expected_layout() -> dict[str, int]:
     return expected
 
 
-def _layout(lib) -> dict[str, int]:
-    """The sizes, offsets and constants the compiled code reports, by name."""
-    capacity = 256
-    names, values = (ctypes.c_char_p * capacity)(), (_I64 * capacity)()
-    count = lib.layout_entries(names, values, capacity)
-    return {names[e].decode(): values[e] for e in range(min(count, capacity))}
-
-
 def _layout_mismatch(reported: dict[str, int]) -> str | None:
     """How the compiled structs differ from the declarations here, or None."""
     expected = _expected_layout()
-    structs = ("sizeof ", "Layer.", "Chunk.", "Back.")
-    extra = sorted(k for k in reported if k.startswith(structs) and k not in expected)
+    extra = sorted(k for k in reported if k.startswith(("sizeof ", "Layer.", "Chunk.", "Back."))
+                   and k not in expected)  # fmt: skip
     wrong = sorted(k for k, v in expected.items() if reported.get(k) != v)
     if extra or wrong:
         return f"fields the C code has and native.py lacks: {extra}; differing: {wrong}"
@@ -105,12 +97,11 @@ def _layout_mismatch(reported: dict[str, int]) -> str | None:
 def _cpu_flags() -> str:
     """The CPU's feature flags (``-march=native`` compiles for them), where Linux lists them."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+        return next(
+            x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return platform.processor()
 
 
 def _openmp() -> list[str]:
@@ -179,15 +170,17 @@ def library() -> ctypes.CDLL | None:
             "run_chunk": ([ctypes.POINTER(Layer), ctypes.POINTER(Chunk)], _I64),
             "back_step": ([ctypes.POINTER(Layer), ctypes.POINTER(Back)], status),
             "surrogate_slopes": ([ctypes.c_int, _I64, _P, _P, real, _P], None),
-            "list_nonzero": ([_P, _I64, _P, ctypes.POINTER(_I32)], _I64),
+            "list_nonzero": ([_P, _I64, _P], _I64),
             "scatter_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], status),
             "gather_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], None),
-            "leaky_filter": ([_P, _P, _I64, _I64, real, real, _I32], status),
+            "leaky_filter": ([_P, _P, _P, _I64, _I64, real, real, _I32], None),
         }
         for name, (argtypes, restype) in signatures.items():
             function = getattr(lib, f"{name}_{suffix}")
             function.argtypes, function.restype = argtypes, restype
-    lib.constants = _layout(lib)
+    names, values = (ctypes.c_char_p * 256)(), (_I64 * 256)()  # the C side's layout by name
+    count = min(lib.layout_entries(names, values, 256), 256)
+    lib.constants = {names[e].decode(): values[e] for e in range(count)}
     mismatch = _layout_mismatch(lib.constants)
     if mismatch is not None:
         warnings.warn(f"spikelight: {target.name} does not match native.py ({mismatch}); "
@@ -274,15 +267,14 @@ def supports(t: torch.Tensor) -> bool:
     return unavailable(t) is None
 
 
-def nonzero(flat: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """``(positions, all_ones)``: the ascending positions (int64) of the non-zero entries of
-    the contiguous 1-D ``flat``, and whether every one of them is exactly 1."""
-    out = torch.empty(flat.numel(), dtype=torch.int64)  # only the pages written get memory
-    ones = ctypes.c_int32()
-    count = _function("list_nonzero", flat.dtype)(
-        _ptr(flat), flat.numel(), out.data_ptr(), ctypes.byref(ones)
-    )
-    return out[:count].clone(), bool(ones.value)
+def nonzero(flat: torch.Tensor) -> torch.Tensor:
+    """The ascending positions (int32) of the non-zero entries of the contiguous 1-D ``flat``
+    (fewer than 2^31 entries): ``flat.nonzero()``, skipping runs of 8 zeros in one test."""
+    if flat.numel() >= 2**31:
+        raise ValueError(f"native.nonzero lists int32 positions: {flat.numel()} entries")
+    out = torch.empty(flat.numel(), dtype=torch.int32)  # only the pages written get memory
+    count = _function("list_nonzero", flat.dtype)(_ptr(flat), flat.numel(), out.data_ptr())
+    return out[:count].clone()
 
 
 def scatter_rows(acc, index, values, width: int, row_shift: int, row_lo: int, src) -> None:
@@ -315,13 +307,11 @@ def leaky_filter(x: torch.Tensor, a_syn: float, a_mem: float, reverse: bool) -> 
     """The readout's two leaky stages over ``x [T, ...]`` (``fused._filter``); backwards in
     time when ``reverse``."""
     x = x.contiguous()
-    out = torch.empty_like(x)
-    width = x[0].numel() if x.shape[0] else 0
-    status = _function("leaky_filter", x.dtype)(
-        _ptr(x), _ptr(out), x.shape[0], width, a_syn, a_mem, int(reverse)
-    )
-    if status != 0:
-        raise MemoryError("native leaky_filter: out of memory")
+    out, state = torch.empty_like(x), x.new_zeros(2, *x.shape[1:])
+    _function("leaky_filter", x.dtype)(
+        _ptr(x), _ptr(out), _ptr(state), x.shape[0], x[0].numel() if len(x) else 0, a_syn, a_mem,
+        int(reverse),
+    )  # fmt: skip
     return out
 
 
