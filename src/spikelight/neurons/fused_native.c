@@ -199,10 +199,35 @@ void F(surrogate_slopes)(int kind, int64_t N, const T *restrict u, const T *rest
     }
 }
 
-/* acc += w. Its own function: inlined, GCC swaps the loops over spikes and neurons */
-__attribute__((noinline)) static void F(add_row)(int64_t N, const T *restrict w,
-                                                    T *restrict acc) {
-    ROW acc[n] += w[n];
+/* acc += v_f * base[(rows[f] - shift) * ld ..] for f < count (v_f = values[f], or 1 when
+ * values is NULL), in the order of f, as one add per row would sum them (the same floats),
+ * but four rows per pass: acc is loaded and stored once for four rows, which halves the memory
+ * traffic of a sum over spikes. Its own function: inlined, GCC swaps the loops. */
+__attribute__((noinline)) static void F(add_rows)(int64_t N, const T *restrict base, int64_t ld,
+                                                     const int32_t *restrict rows, int64_t shift,
+                                                     const T *restrict values, int64_t count,
+                                                     T *restrict acc) {
+#define AT(i) (base + ((int64_t)rows[f + (i)] - shift) * ld)
+    int64_t f = 0;
+    for (; f + 4 <= count; f += 4) {
+        const T *restrict a = AT(0), *restrict b = AT(1), *restrict c = AT(2), *restrict d = AT(3);
+        if (values) {
+            const T va = values[f], vb = values[f + 1], vc = values[f + 2], vd = values[f + 3];
+            ROW acc[n] = (((acc[n] + va * a[n]) + vb * b[n]) + vc * c[n]) + vd * d[n];
+        } else {
+            ROW acc[n] = (((acc[n] + a[n]) + b[n]) + c[n]) + d[n];
+        }
+    }
+    for (; f < count; ++f) {
+        const T *restrict a = AT(0);
+        if (values) {
+            const T va = values[f];
+            ROW acc[n] = acc[n] + va * a[n];
+        } else {
+            ROW acc[n] = acc[n] + a[n];
+        }
+    }
+#undef AT
 }
 
 /* Whether x[0..7] are all zero (+0 or -0): their bits as 64-bit words, OR-ed. */
@@ -278,8 +303,7 @@ static int64_t F(run_rows)(const Layer *L, const Chunk *C, int64_t lo, int64_t h
             memcpy(cur, (const T *)C->x + base, sizeof(T) * N);
             if (have_fired && n_fired[row - lo]) {
                 memset(Q, 0, sizeof(T) * N); /* Q: the recurrent sum, for now */
-                for (int64_t f = 0; f < n_fired[row - lo]; ++f)
-                    F(add_row)(N, w_t + (int64_t)fired[own + f] * N, Q);
+                F(add_rows)(N, w_t, N, fired + own, 0, NULL, n_fired[row - lo], Q);
                 ROW cur[n] += Q[n];
             }
             if (C->in_hist) memcpy((T *)C->in_hist + base, cur, sizeof(T) * N);
@@ -562,20 +586,24 @@ int64_t F(list_nonzero)(const T *restrict x, int64_t numel, int32_t *restrict ou
 /* acc[c] += value_e * src[r] for each entry e of a sparse [rows, width] matrix, given by
  * its ascending flat positions index = r * width + c (and values, or NULL for ones): S^T
  * src, the weight gradient of a product with S. Rows are shifted by row_shift, then taken
- * relative to row_lo; src is [.., K] and acc [width, K]. The entries are first grouped by
- * column (a counting sort), so that each row of acc is summed in cache and written once;
- * the threads share out the columns. -1: out of memory. */
+ * relative to row_lo; src is [.., K] and acc [width, K]. The entries' rows (and values) are
+ * first grouped by column (a counting sort), so that each row of acc is summed in cache and
+ * written once; the threads share out the columns. -1: out of memory. */
 int F(scatter_rows)(T *restrict acc, const int32_t *restrict index,
                        const T *restrict values, int64_t n_entries, int64_t width,
                        int64_t row_shift, int64_t row_lo, const T *restrict src,
                        int64_t K) {
+    const int64_t room = n_entries ? n_entries : 1;
     int64_t *first = calloc(width + 1, sizeof(int64_t)); /* column c: first[c] .. */
-    int32_t *order = malloc(sizeof(int32_t) * (n_entries ? n_entries : 1));
-    int32_t *rows = malloc(sizeof(int32_t) * (n_entries ? n_entries : 1));
-    if (!first || !order || !rows) {
+    int64_t *fill = malloc(sizeof(int64_t) * (width ? width : 1));
+    int32_t *rows = malloc(sizeof(int32_t) * room), *by_column = malloc(sizeof(int32_t) * room);
+    T *sorted = values ? malloc(sizeof(T) * room) : NULL;
+    if (!first || !fill || !rows || !by_column || (values && !sorted)) {
         free(first);
-        free(order);
+        free(fill);
         free(rows);
+        free(by_column);
+        free(sorted);
         return -1;
     }
     int64_t row = 0, start = 0; /* the entry's row and that row's first position */
@@ -589,40 +617,25 @@ int F(scatter_rows)(T *restrict acc, const int32_t *restrict index,
         ++first[at - start + 1];
     }
     for (int64_t c = 0; c < width; ++c) first[c + 1] += first[c];
-    int64_t *fill = malloc(sizeof(int64_t) * (width ? width : 1));
-    if (!fill) {
-        free(first);
-        free(order);
-        free(rows);
-        return -1;
-    }
     memcpy(fill, first, sizeof(int64_t) * width);
     for (int64_t e = 0; e < n_entries; ++e) { /* the column, without a division */
-        const int64_t c = index[e] - (rows[e] - row_shift + row_lo) * width;
-        order[fill[c]++] = (int32_t)e;
+        const int64_t c = index[e] - (rows[e] - row_shift + row_lo) * width, f = fill[c]++;
+        by_column[f] = rows[e];
+        if (values) sorted[f] = values[e];
     }
-    free(fill);
     const int64_t parts = width < 16 ? 1 : MAX_TEAM < MAX_PARTS ? MAX_TEAM : MAX_PARTS;
     PARALLEL(parts)
     {
         const int64_t c0 = width * THREAD / THREADS, c1 = width * (THREAD + 1) / THREADS;
-        for (int64_t c = c0; c < c1; ++c) {
-            T *restrict a = acc + c * K;
-            for (int64_t f = first[c]; f < first[c + 1]; ++f) {
-                const int64_t e = order[f];
-                const T *restrict g = src + (int64_t)rows[e] * K;
-                if (values) {
-                    const T w = values[e];
-                    for (int64_t k = 0; k < K; ++k) a[k] += w * g[k];
-                } else {
-                    for (int64_t k = 0; k < K; ++k) a[k] += g[k];
-                }
-            }
-        }
+        for (int64_t c = c0; c < c1; ++c)
+            F(add_rows)(K, src, K, by_column + first[c], 0, values ? sorted + first[c] : NULL,
+                        first[c + 1] - first[c], acc + c * K);
     }
     free(first);
-    free(order);
+    free(fill);
     free(rows);
+    free(by_column);
+    free(sorted);
     return 0;
 }
 
@@ -639,18 +652,13 @@ void F(gather_rows)(T *restrict out, const int32_t *restrict index,
         const int64_t r0 = rows * THREAD / THREADS, r1 = rows * (THREAD + 1) / THREADS;
         int64_t e = first_at_least(index, n_entries, (row_lo + r0) * width);
         for (int64_t r = r0; r < r1; ++r) {
-            T *restrict o = out + r * K;
-            const int64_t end = (row_lo + r + 1) * width;
-            for (int64_t k = 0; k < K; ++k) o[k] = 0;
-            for (; e < n_entries && index[e] < end; ++e) {
-                const T *restrict w = src + (index[e] - (end - width)) * K;
-                if (values) {
-                    const T v = values[e];
-                    for (int64_t k = 0; k < K; ++k) o[k] += v * w[k];
-                } else {
-                    for (int64_t k = 0; k < K; ++k) o[k] += w[k];
-                }
-            }
+            const int64_t start = (row_lo + r) * width;
+            int64_t end = e;
+            while (end < n_entries && index[end] < start + width) ++end;
+            memset(out + r * K, 0, sizeof(T) * K);
+            F(add_rows)(K, src, K, index + e, start, values ? values + e : NULL, end - e,
+                        out + r * K);
+            e = end;
         }
     }
 }
