@@ -386,3 +386,92 @@ def test_the_readme_benchmark_summary_equals_the_bench_file():
             assert float(number) == pytest.approx(round(value, decimals)), (line, implementation)
         seen += 1
     assert seen == len(README_ROWS)
+
+
+def _tiny_checkpoint(path, recurrent=True, hidden=16, seed=0):
+    """A train.py-shaped checkpoint of a 700-hidden-20 network: only its state_dict is read."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {
+        "network.layers.0.fc.weight": torch.randn(hidden, 700, generator=gen) * 0.6,
+        "network.readout_fc.weight": torch.randn(20, hidden, generator=gen) * 0.5,
+    }
+    if recurrent:
+        state["network.layers.0.rec.weight"] = torch.randn(hidden, hidden, generator=gen) * 0.3
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    return state
+
+
+def test_trained_point_runs_the_checkpoint_on_the_files_samples(tmp_path, capsys):
+    """--trained: the recurrent case gets one more point whose input is the file's first samples
+    binned as experiment=shd bins them (compared with the fixture's own binning) and whose
+    weights are the checkpoint's; every row fires as spikelight does on it."""
+    from bench import trained
+
+    from tests.data_fixtures import make_shd_samples, write_shd_h5
+
+    truth = make_shd_samples(6, max_events=400)
+    data = write_shd_h5(tmp_path / "shd_test.h5", truth)
+    ckpt = tmp_path / "last.ckpt"
+    state = _tiny_checkpoint(ckpt)
+    base = cases.make_setup(cases.Case("shd_recurrent", T=10, batch=4, hidden=16), "cpu")
+    setup = trained.trained_setup(base, ckpt, data)
+    expected = torch.from_numpy(truth.dense(10)[:4]).float().transpose(0, 1)
+    assert torch.equal(setup.x, expected)
+    assert torch.equal(setup.y, torch.from_numpy(truth.labels[:4].astype("int64")))
+    assert torch.equal(setup.weights["w_rec"], state["network.layers.0.rec.weight"])
+
+    argv = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "1", "--warmup", "0"]
+    argv += ["--rate-sweep", "--rates", "5", "--impl", "spikelight", "--impl", "reference"]
+    results = cli.main([*argv, "--trained", str(ckpt), "--trained-data", str(data), "--markdown"])
+    recurrent, feedforward = results["rate_sweep"]["cases"]
+    assert [p["target_rate"] for p in recurrent["points"]] == [0.05, None]
+    assert [p["target_rate"] for p in feedforward["points"]] == [0.05]  # not its recurrence
+    point = recurrent["points"][-1]
+    rows = {r["implementation"]: r for r in point["results"]}
+    assert 0 < point["hidden_rate"] == rows["spikelight"]["hidden_rate"] < 1
+    assert rows["reference"]["hidden_rate"] == pytest.approx(point["hidden_rate"], abs=1 / 640)
+    assert point["input_density_measured"] == pytest.approx(expected.gt(0).float().mean().item())
+    assert "| trained |" in capsys.readouterr().out
+
+
+def test_trained_checkpoint_of_another_shape_is_refused(tmp_path):
+    from bench import trained
+
+    ckpt = tmp_path / "two_layers.ckpt"
+    torch.save({"state_dict": {"network.layers.0.fc.weight": torch.zeros(4, 700),
+                               "network.layers.1.fc.weight": torch.zeros(4, 4),
+                               "network.readout_fc.weight": torch.zeros(20, 4)}}, ckpt)  # fmt: skip
+    with pytest.raises(SystemExit, match="expected one hidden layer"):
+        trained.checkpoint_weights(ckpt)
+
+
+def test_profile_splits_the_step_into_its_phases():
+    """Every phase is timed (the C loops ran), the phases fit inside the step, and the timers
+    are gone afterwards."""
+    from bench import profile
+    from bench.spikelight_rows import spikelight_bench
+
+    from spikelight.neurons import native
+
+    if not native.supports(torch.zeros(1)):
+        pytest.skip("the C loops are not available here")
+    originals = (native.scatter_rows, native.Kernel.run, torch.mm)
+    result = profile.profile_bench(spikelight_bench(tiny_setup()), repeats=2, warmup=1)
+    assert (native.scatter_rows, native.Kernel.run, torch.mm) == originals
+    phases = result["phases_ms"]
+    assert list(phases) == list(profile.PHASES)
+    for name in ("forward loop", "recompute", "backward steps", "event gradients", "BLAS products"):
+        assert phases[name] > 0, name
+    assert sum(phases.values()) <= result["step_ms"]
+    assert result["other_ms"] == pytest.approx(result["step_ms"] - sum(phases.values()))
+
+
+def test_profile_and_trained_need_the_rate_sweep(tmp_path):
+    ckpt = tmp_path / "x.ckpt"
+    _tiny_checkpoint(ckpt)
+    with pytest.raises(SystemExit, match="--profile needs --rate-sweep"):
+        cli.main([*TINY, "--profile"])
+    with pytest.raises(SystemExit, match="--trained and --trained-data go together"):
+        cli.main([*TINY, "--rate-sweep", "--trained", str(ckpt)])
+    with pytest.raises(SystemExit, match="no such file"):
+        cli.main([*TINY, "--rate-sweep", "--trained", str(ckpt), "--trained-data", "nope.h5"])

@@ -92,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {','.join(f'{r:g}' for r in DEFAULT_RATES)})",
     )
     p.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --rate-sweep: spikelight's step time by phase (C loops, BLAS, events)",
+    )
+    p.add_argument(
+        "--trained",
+        type=Path,
+        metavar="CKPT",
+        help="with --rate-sweep: one more point, a train.py checkpoint of experiment=shd's "
+        "network on real input (--trained-data)",
+    )
+    p.add_argument(
+        "--trained-data",
+        type=Path,
+        metavar="H5",
+        help="an SHD-layout file (.h5 or .h5.gz) whose first samples --trained runs on",
+    )
+    p.add_argument(
         "--neuron-loops",
         action="store_true",
         help=f"each neuron's fused loop against its autograd loop ({', '.join(NEURON_KINDS)}; "
@@ -158,6 +176,14 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--json {args.json}: directory {args.json.parent} does not exist")
     if args.rates is not None and not args.rate_sweep:
         raise SystemExit(f"--rates {','.join(f'{r:g}' for r in args.rates)} needs --rate-sweep")
+    for flag, value in (("--profile", args.profile), ("--trained", args.trained)):
+        if value and not args.rate_sweep:
+            raise SystemExit(f"{flag} needs --rate-sweep")
+    if (args.trained is None) != (args.trained_data is None):
+        raise SystemExit("--trained and --trained-data go together: a checkpoint and its data")
+    for flag, path in (("--trained", args.trained), ("--trained-data", args.trained_data)):
+        if path is not None and not path.is_file():
+            raise SystemExit(f"{flag} {path}: no such file")
 
     asked = args.case or args.scaling or args.rate_sweep or args.neuron_loops
     names = list(CASES) if args.all or not asked else args.case or []
@@ -166,6 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     rates = list(DEFAULT_RATES) if args.rates is None else args.rates
 
     impls = select_implementations(args.impl)
+    trained = None if args.trained is None else (args.trained, args.trained_data)
     machine = machine_info(device)
     log(f"machine: {machine_line(machine)}")
     results = {
@@ -195,7 +222,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cases": [run_case(case, impls, args, device) for case in cases],
         "scaling": run_scaling(impls, args, device) if args.scaling or args.all else None,
         "rate_sweep": (
-            run_rate_sweep(sweep_cases, rates, impls, args, device) if args.rate_sweep else None
+            run_rate_sweep(sweep_cases, rates, impls, args, device, trained)
+            if args.rate_sweep
+            else None
         ),
         "neuron_loops": run_neuron_loops(args, device) if args.neuron_loops else None,
     }

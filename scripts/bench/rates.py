@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+from pathlib import Path
 
 import torch
 
 from . import log
 from .cases import Case, Setup, make_setup
 from .measure import time_round_robin
+from .profile import profile_bench
 from .registry import Implementation
 from .runs import add_ratios, build_rows, record_forward, record_times
 from .spikelight_rows import spikelight_bench
+from .trained import trained_fits, trained_setup
 
 RATE_SWEEP_CASES = ("shd_recurrent", "shd_feedforward")
 DEFAULT_RATES = (2.0, 5.0, 10.0, 15.0, 25.0)  # percent of neuron-steps with a spike
@@ -80,10 +83,34 @@ def find_input_scale(setup: Setup, target: float) -> dict:
     return {"input_scale": scale, "hidden_rate": rate, "forward_passes": passes}
 
 
+def time_point(setup: Setup, impls: list[Implementation], args, device, label: str) -> dict:
+    """Every row's step time on ``setup`` (no memory), and spikelight's phases if profiled."""
+    rows, benches = build_rows(setup, impls)
+    for name, bench in benches.items():
+        record_forward(rows[name], bench)
+    record_times(rows, time_round_robin(benches, device, args.warmup, args.repeats, label))
+    point = {}
+    if getattr(args, "profile", False) and "spikelight" in benches:
+        point["profile"] = profile_bench(benches["spikelight"], args.repeats)
+    del benches
+    gc.collect()
+    add_ratios(list(rows.values()), metrics=(("median_ms", "time"),))
+    return {**point, "results": list(rows.values())}
+
+
 def run_rate_sweep(
-    cases: list[Case], rates: list[float], impls: list[Implementation], args, device: torch.device
+    cases: list[Case],
+    rates: list[float],
+    impls: list[Implementation],
+    args,
+    device: torch.device,
+    trained: tuple[Path, Path] | None = None,
 ) -> dict:
-    """Every row's step time at each hidden-rate target (percent) in each case; no memory."""
+    """Every row's step time at each hidden-rate target (percent) in each case; no memory.
+
+    ``trained`` (checkpoint, SHD-layout file): one more point, in the case of the checkpoint's
+    recurrence, at the rate the trained network has on real input (:mod:`.trained`).
+    """
     swept = []
     for case in cases:
         base = make_setup(case, device)
@@ -95,15 +122,25 @@ def run_rate_sweep(
                 f"x{found['input_scale']:.4g}, rate {100 * found['hidden_rate']:.2f} % "
                 f"({found['forward_passes']} forward passes)"
             )
-            rows, benches = build_rows(with_input_scale(base, found["input_scale"]), impls)
-            for name, bench in benches.items():
-                record_forward(rows[name], bench)
-            label = f"{case.name} {percent:g}% "
-            record_times(rows, time_round_robin(benches, device, args.warmup, args.repeats, label))
-            del benches
-            gc.collect()
-            add_ratios(list(rows.values()), metrics=(("median_ms", "time"),))
-            points.append({"target_rate": percent / 100, **found, "results": list(rows.values())})
+            setup = with_input_scale(base, found["input_scale"])
+            point = time_point(setup, impls, args, device, f"{case.name} {percent:g}% ")
+            points.append({"target_rate": percent / 100, **found, **point})
+        if trained is not None and trained_fits(trained[0], case):
+            setup = trained_setup(base, *trained)
+            point = time_point(setup, impls, args, device, f"{case.name} trained ")
+            rate = next(
+                r["hidden_rate"] for r in point["results"] if r["implementation"] == "spikelight"
+            )
+            log(f"rate sweep {case.name}: trained network {trained[0]}, rate {100 * rate:.2f} %")
+            points.append(
+                {
+                    "target_rate": None,
+                    "trained": {"checkpoint": str(trained[0]), "data": str(trained[1])},
+                    "input_density_measured": setup.case.density,
+                    "hidden_rate": rate,
+                    **point,
+                }
+            )
         swept.append(
             {
                 **dataclasses.asdict(case),

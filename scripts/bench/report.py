@@ -154,7 +154,9 @@ def rate_sweep_tables(sweep: dict) -> list[tuple[str, list[str], list[list[str]]
             spikelight = rows.get("spikelight", {})
             lines.append(
                 [
-                    f"{100 * point['target_rate']:g} %",
+                    "trained"
+                    if point["target_rate"] is None
+                    else f"{100 * point['target_rate']:g} %",
                     f"{100 * point['hidden_rate']:.2f} %",
                     fmt(spikelight.get("median_ms")),
                     fmt(rows.get("reference", {}).get("median_ms")),
@@ -164,7 +166,29 @@ def rate_sweep_tables(sweep: dict) -> list[tuple[str, list[str], list[list[str]]
                 ]
             )
         tables.append((f"rate sweep, {case_title(case)}", header, lines))
+        profiled = [p for p in case["points"] if "profile" in p]
+        if profiled:
+            tables.append(profile_table(case, profiled))
     return tables
+
+
+def profile_table(case: dict, points: list[dict]) -> tuple[str, list[str], list[list[str]]]:
+    """spikelight's step by phase (ms per step) at each rate of the sweep."""
+    phases = list(points[0]["profile"]["phases_ms"])
+    header = ["measured rate", "step ms", *(f"{p} ms" for p in phases), "other ms"]
+    lines = []
+    for point in points:
+        prof = point["profile"]
+        lines.append(
+            [
+                f"{100 * point['hidden_rate']:.2f} %"
+                + (" (trained)" if point["target_rate"] is None else ""),
+                fmt(prof["step_ms"]),
+                *(fmt(prof["phases_ms"][p]) for p in phases),
+                fmt(prof["other_ms"]),
+            ]
+        )
+    return (f"where the time goes, spikelight, {case_title(case)}", header, lines)
 
 
 def neuron_loops_table(section: dict) -> tuple[str, list[str], list[list[str]]]:
