@@ -218,14 +218,9 @@ __attribute__((noinline)) static void F(add_rows)(int64_t N, const T *restrict b
             ROW acc[n] = (((acc[n] + a[n]) + b[n]) + c[n]) + d[n];
         }
     }
-    for (; f < count; ++f) {
-        const T *restrict a = AT(0);
-        if (values) {
-            const T va = values[f];
-            ROW acc[n] = acc[n] + va * a[n];
-        } else {
-            ROW acc[n] = acc[n] + a[n];
-        }
+    for (; f < count; ++f) { /* the last rows; x 1 is exact */
+        const T v = values ? values[f] : (T)1, *restrict a = AT(0);
+        ROW acc[n] = acc[n] + v * a[n];
     }
 #undef AT
 }
@@ -598,14 +593,8 @@ int F(scatter_rows)(T *restrict acc, const int32_t *restrict index,
     int64_t *fill = malloc(sizeof(int64_t) * (width ? width : 1));
     int32_t *rows = malloc(sizeof(int32_t) * room), *by_column = malloc(sizeof(int32_t) * room);
     T *sorted = values ? malloc(sizeof(T) * room) : NULL;
-    if (!first || !fill || !rows || !by_column || (values && !sorted)) {
-        free(first);
-        free(fill);
-        free(rows);
-        free(by_column);
-        free(sorted);
-        return -1;
-    }
+    const int status = !first || !fill || !rows || !by_column || (values && !sorted) ? -1 : 0;
+    if (status) n_entries = width = 0; /* nothing to do but free what was had */
     int64_t row = 0, start = 0; /* the entry's row and that row's first position */
     for (int64_t e = 0; e < n_entries; ++e) {
         const int64_t at = index[e];
@@ -636,7 +625,7 @@ int F(scatter_rows)(T *restrict acc, const int32_t *restrict index,
     free(rows);
     free(by_column);
     free(sorted);
-    return 0;
+    return status;
 }
 
 /* out[r] = sum of value_e * src[c] over the entries e in row row_lo + r of a sparse
