@@ -49,6 +49,12 @@ def non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+def probability(name: str, value: Any) -> float:
+    if not (is_number(value) and 0 <= value <= 1):
+        raise ArgumentError(name, value, "a probability in [0, 1]")
+    return float(value)
+
+
 def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ArgumentError(name, value, "an integer >= 1")

@@ -1,9 +1,10 @@
 """LightningModule that trains a :class:`~spikelight.network.SpikingNetwork` as a classifier.
 
-It owns what the plain network does not: the loss (cross-entropy on decoded scores plus optional
-firing-rate regularisers), metrics, logging, and the optimiser with one parameter group per kind
-of trainable parameter (``weights``, each neuron parameter, ``surrogate_beta``), so neuron
-parameters can have their own learning rate and each group shows up in the LR monitor.
+It owns what the plain network does not: the loss (cross-entropy on decoded scores, against soft
+targets where augmentation mixed a training batch, plus optional firing-rate regularisers),
+metrics, logging, and the optimiser with one parameter group per kind of trainable parameter
+(``weights``, each neuron parameter, ``surrogate_beta``), so neuron parameters can have their own
+learning rate and each group shows up in the LR monitor.
 
 Besides loss and accuracy it logs, per stage and layer, the firing rate, the silent fraction and
 the synaptic operations per sample, and the energy estimate of the spiking network against the
@@ -46,6 +47,20 @@ def rate_regularizer(
             counts = z.sum(0).mean(0)
             loss = loss + l2 * F.relu(counts - l2_bound).pow(2).mean()
     return loss
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against class indices ``[B]`` or, for mixed batches
+    (:mod:`spikelight.data.augment`), class probabilities ``[B, K]``:
+    ``-mean_b sum_k targets_bk log softmax(logits_b)_k``."""
+    if targets.is_floating_point():
+        return F.cross_entropy(logits, targets.to(logits.dtype))
+    return F.cross_entropy(logits, targets)
+
+
+def hard_labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class indices; of soft targets ``[B, K]`` the dominant class (ties: the lowest index)."""
+    return targets.argmax(dim=-1) if targets.is_floating_point() else targets
 
 
 def layer_activity(spikes: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +127,7 @@ class SpikingClassifier(L.LightningModule):
     def _step(self, batch, stage: str):
         x, y = batch
         out = self.run_network(x)
-        loss = F.cross_entropy(out.logits, y)
+        loss = cross_entropy(out.logits, y)  # soft targets where a training batch was mixed
         if stage == "train":
             loss = loss + rate_regularizer(out.spikes, **self.reg)
         # per layer: spikes per neuron per second, and the fraction of neurons silent in the batch
@@ -121,7 +136,7 @@ class SpikingClassifier(L.LightningModule):
             self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
             self.log(f"{stage}/silent/{layer}", silent, on_step=False, on_epoch=True)
         self._log_cost(stage, x, out)
-        return loss, out.logits, y
+        return loss, out.logits, hard_labels(y)
 
     def _log_cost(self, stage: str, x: torch.Tensor, out: NetworkOutput) -> None:
         """``<stage>/synops/<layer>`` and ``/total`` per sample; ``<stage>/energy_nj/{snn,ann}``.

@@ -4,7 +4,14 @@ A data module yields batches ``(x, y)`` with ``x`` a float tensor ``[B, T, C]`` 
 ``T = num_steps``, input channels ``C = num_inputs``) and ``y`` a long tensor ``[B]``. Datasets
 whose samples are stored compactly (images, event lists) may return something smaller from
 their ``Dataset`` and expand it to ``[B, T, C]`` in :meth:`SpikeDataModule.encode`, which runs per
-batch on the training device, so ``T`` copies of a dataset are never materialised.
+batch on the training device, so ``T`` copies of a dataset are never materialised. During
+training only, ``augment`` (if set) then transforms the encoded batch and its labels.
+
+Random streams: stochastic encodings and augmentations draw from generators seeded from
+``seed`` (and the DDP rank). Training uses one stream per device for the whole run, saved in
+checkpoints so that a resumed run draws what an uninterrupted one would; every evaluation pass
+(each validation run, the test run) restarts its own stream, so evaluating the same model twice
+sees the same input.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ class SpikeDataModule(L.LightningDataModule):
     #: varying size (event lists) assign a module-level function to ``self.collate_fn`` in
     #: ``__init__`` (an instance attribute, so it is not bound as a method; picklable for workers).
     collate_fn: Callable[[list], Any] | None = None
+    #: Training-only transform ``augment(x, y, num_classes, generator) -> (x, y)`` of encoded
+    #: batches (:class:`~spikelight.data.augment.Augmentation`); ``None``: none. Data modules
+    #: that take an ``augment`` argument set it in ``__init__``.
+    augment: Callable | None = None
 
     def __init__(
         self,
@@ -60,6 +71,8 @@ class SpikeDataModule(L.LightningDataModule):
         self.test_set: Dataset | None = None
         self._shuffle_generator: torch.Generator | None = None
         self._resumed_shuffle_state: torch.Tensor | None = None
+        self._generators: dict[tuple[str, bool], tuple[torch.Generator, object]] = {}
+        self._resumed_encoding: dict[str, torch.Tensor] = {}  # device -> training stream state
 
     # -- to implement -------------------------------------------------------------------
     def make_splits(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -102,19 +115,56 @@ class SpikeDataModule(L.LightningDataModule):
             )
         return self.batch_size // world
 
-    # -- resuming: the training shuffle continues where the checkpoint left it -------------
-    def state_dict(self) -> dict[str, Any]:
-        """Saved in checkpoints: the state of the training loader's random generator.
+    # -- random streams of encodings and augmentations (see the module docstring) ----------
+    def _pass_id(self, train: bool) -> object:
+        """Identifies one evaluation pass, so each pass restarts its random stream."""
+        trainer = self.trainer
+        if train or trainer is None:
+            return None
+        return (str(trainer.state.stage), trainer.current_epoch, trainer.global_step)
 
-        Each epoch draws its shuffle order (and worker seeds) from that generator, so a run
-        resumed from a checkpoint loads the same batches as an uninterrupted one.
+    def encoding_generator(self, device: torch.device, train: bool) -> torch.Generator:
+        """The seeded generator for this device and phase."""
+        key, pass_id = (str(device), train), self._pass_id(train)
+        generator, seen_pass = self._generators.get(key, (None, None))
+        if generator is None or pass_id != seen_pass:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            seed = np.random.SeedSequence([self.seed, int(train), rank]).generate_state(1)[0]
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(seed))
+            if train and str(device) in self._resumed_encoding:
+                generator.set_state(self._resumed_encoding.pop(str(device)))
+            self._generators[key] = (generator, pass_id)
+        return generator
+
+    def reset_encoding_generators(self) -> None:
+        """Restart all random streams, e.g. to reproduce a run's spikes from the beginning."""
+        self._generators.clear()
+
+    # -- resuming: the training shuffle and streams continue where the checkpoint left them --
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the state of the training loader's and streams' generators.
+
+        Each epoch draws its shuffle order (and worker seeds) from the loader's generator, so a
+        run resumed from a checkpoint loads the same batches as an uninterrupted one, and
+        encodes and augments them the same way.
         """
-        if self._shuffle_generator is None:
-            return {}
-        return {"shuffle_generator": self._shuffle_generator.get_state()}
+        state = {}
+        if self._shuffle_generator is not None:
+            state["shuffle_generator"] = self._shuffle_generator.get_state()
+        for (device, train), (generator, _) in self._generators.items():
+            if train:
+                state[f"encoding_generator:{device}"] = generator.get_state()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_shuffle_state = state_dict.get("shuffle_generator")
+        prefix = "encoding_generator:"
+        self._resumed_encoding = {
+            key.removeprefix(prefix): value
+            for key, value in state_dict.items()
+            if key.startswith(prefix)
+        }
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
@@ -152,4 +202,8 @@ class SpikeDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
-        return self.encode(x, train=training), y
+        x = self.encode(x, train=training)
+        if training and self.augment:
+            generator = self.encoding_generator(x.device, train=True)
+            x, y = self.augment(x, y, self.num_classes, generator)
+        return x, y

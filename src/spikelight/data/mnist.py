@@ -158,9 +158,8 @@ class MNISTDataModule(SpikeDataModule):
     """MNIST or Fashion-MNIST (``variant``) with a per-batch spike ``encoding``.
 
     ``num_inputs``/``num_classes`` exist so that configs can state them for the model; they must
-    be 784 and 10. Stochastic encoders draw from generators seeded from ``seed``: training uses
-    one stream for the whole run, and every evaluation pass (each validation run, the test run)
-    restarts its own stream, so evaluating the same model twice sees the same spikes.
+    be 784 and 10. Stochastic encoders draw from the seeded, resumable streams of
+    :mod:`spikelight.data.base`: one for training, a restarted one per evaluation pass.
     """
 
     def __init__(
@@ -202,8 +201,6 @@ class MNISTDataModule(SpikeDataModule):
         self.num_inputs = NUM_PIXELS
         self.num_classes = NUM_CLASSES
         self.class_names = list(CLASS_NAMES[variant])
-        self._generators: dict[tuple[str, bool], tuple[torch.Generator, object]] = {}
-        self._resumed_encoding: dict[str, torch.Tensor] = {}  # device -> training stream state
 
     def remote_files(self) -> list[RemoteFile]:
         """The four IDX files with their mirrors and checksums."""
@@ -237,49 +234,6 @@ class MNISTDataModule(SpikeDataModule):
             ImageDataset(train_images[val_index], train_labels[val_index]),
             ImageDataset(test_images, test_labels),
         )
-
-    # -- encoding ----------------------------------------------------------------------
-    def _pass_id(self, train: bool) -> object:
-        """Identifies one evaluation pass, so each pass restarts its random stream."""
-        trainer = self.trainer
-        if train or trainer is None:
-            return None
-        return (str(trainer.state.stage), trainer.current_epoch, trainer.global_step)
-
-    def encoding_generator(self, device: torch.device, train: bool) -> torch.Generator:
-        """The seeded generator for this device and phase (see the class docstring)."""
-        key, pass_id = (str(device), train), self._pass_id(train)
-        generator, seen_pass = self._generators.get(key, (None, None))
-        if generator is None or pass_id != seen_pass:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            seed = np.random.SeedSequence([self.seed, int(train), rank]).generate_state(1)[0]
-            generator = torch.Generator(device=device)
-            generator.manual_seed(int(seed))
-            if train and str(device) in self._resumed_encoding:
-                generator.set_state(self._resumed_encoding.pop(str(device)))
-            self._generators[key] = (generator, pass_id)
-        return generator
-
-    def state_dict(self) -> dict:
-        """Also saves the training encoding streams: a resumed run draws the same spikes."""
-        state = super().state_dict()
-        for (device, train), (generator, _) in self._generators.items():
-            if train:
-                state[f"encoding_generator:{device}"] = generator.get_state()
-        return state
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        prefix = "encoding_generator:"
-        self._resumed_encoding = {
-            key.removeprefix(prefix): value
-            for key, value in state_dict.items()
-            if key.startswith(prefix)
-        }
-
-    def reset_encoding_generators(self) -> None:
-        """Restart all random streams, e.g. to reproduce a run's spikes from the beginning."""
-        self._generators.clear()
 
     def encode(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
         images = x.float() / 255.0 if x.dtype == torch.uint8 else x

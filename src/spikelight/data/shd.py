@@ -14,7 +14,9 @@ Memory: each split is stored as sparse per-sample lists of ``(flat bin index, co
 ``offsets``, ``index = bin * num_inputs + channel``, ``count``) and cached in
 ``data_dir/cache/*.npz`` keyed by the binning parameters and the file's md5 and size, so later
 runs skip HDF5. Batches are densified to ``[B, num_steps, num_inputs]`` in :meth:`encode`, on
-the training device; a whole split is never dense.
+the training device; a whole split is never dense. ``augment``
+(:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) then transforms
+training batches only.
 
 Splits: the official test file is the test split. SHD's validation split is carved from the
 training file with ``seed``: ``val_split="random"`` holds out ``round(val_fraction * N)``
@@ -38,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from spikelight.atomic import atomic_output
+from spikelight.data.augment import Augmentation
 from spikelight.data.base import SpikeDataModule, check_positive_int
 from spikelight.data.download import (
     CorruptFileError,
@@ -360,6 +363,7 @@ class SHDDataModule(SpikeDataModule):
         download: bool = True,
         cache: bool = True,
         pin_memory: bool | None = None,
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__(batch_size, num_steps, num_workers, seed, pin_memory)
         if variant not in VARIANTS:
@@ -406,6 +410,11 @@ class SHDDataModule(SpikeDataModule):
         self.num_classes = expected_classes
         self.class_names = [str(label) for label in range(expected_classes)]
         self.collate_fn = collate_events
+        if augment is not None and not isinstance(augment, Augmentation):
+            raise TypeError(f"data.augment must be an Augmentation, got {augment!r}")
+        if augment is not None:
+            augment.check_fits(self.num_steps, self.num_inputs)
+        self.augment = augment
 
     # -- files ---------------------------------------------------------------------------
     @property
