@@ -20,7 +20,6 @@ from data_fixtures import (
     make_shd_files,
     make_shd_samples,
     md5_of,
-    write_gzip,
     write_shd_h5,
 )
 from hydra import compose, initialize_config_dir
@@ -313,12 +312,7 @@ def test_switch_off_still_rejects_corrupt_and_non_shd_files(tmp_path, monkeypatc
 
 def test_files_of_two_directories_do_not_share_caches(tmp_path, cache_dir):
     first = make_shd_files(tmp_path / "a", gzipped=True)
-    second = make_shd_files(tmp_path / "b", n_test=7, gzipped=True)
-    second["test"] = make_shd_samples(7, seed=99)
-    write_gzip(
-        tmp_path / "b" / "shd_test.h5.gz",
-        write_shd_h5(tmp_path / "t.h5", second["test"]).read_bytes(),
-    )
+    second = make_shd_files(tmp_path / "b", n_test=7, gzipped=True)  # same train, other test
     for directory, truth in (
         (tmp_path / "a", first),
         (tmp_path / "b", second),
@@ -329,6 +323,7 @@ def test_files_of_two_directories_do_not_share_caches(tmp_path, cache_dir):
         assert np.array_equal(everything(module.test_set, 100, 700).numpy(), truth["test"].dense())
     assert len(list(cache_dir.glob("shd_test-*.npz"))) == 2
     assert len(list(cache_dir.glob("shd_test-*.h5"))) == 2
+    assert len(list(cache_dir.glob("shd_train-*.npz"))) == 1  # same content: one entry
 
 
 @pytest.fixture
