@@ -62,6 +62,12 @@ BAD_INPUTS = [
         ["data=shd", "data.download=false", "data.data_dir={tmp}/absent"],
         "data.data_dir",
     ),
+    (
+        "shd_cache_dir_under_a_file",
+        ["data=shd", "data.cache_dir={tmp}/corrupt.ckpt/cache"],
+        "data.cache_dir",
+    ),
+    ("shd_verify_checksums_not_bool", ["data=shd", "data.verify_checksums=maybe"], "data.verify"),
     ("ckpt_missing", ["ckpt_path={tmp}/absent.ckpt"], "ckpt_path"),
     ("test_only_without_ckpt", ["train=false"], "ckpt_path"),
     ("nothing_to_do", ["train=false", "test=false"], "train"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -38,12 +39,21 @@ from spikelight.data.shd import SHDDataModule, SHDFormatError, collate_events, d
 from spikelight.resolvers import register_resolvers
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+OFFICIAL = dict(shd.CHECKSUMS)  # the published md5s, before a fixture clears them
 
 
 @pytest.fixture(autouse=True)
 def no_known_checksums(monkeypatch):
     """Generated files are not the official ones: check layout, not md5, unless a test says."""
     monkeypatch.setattr(shd, "CHECKSUMS", {})
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path_factory, monkeypatch):
+    """The default cache_dir ($SPIKELIGHT_CACHE/shd), in a scratch folder apart from the data."""
+    root = tmp_path_factory.mktemp("user_cache")
+    monkeypatch.setenv("SPIKELIGHT_CACHE", str(root))
+    return root / "shd"
 
 
 @pytest.fixture
@@ -150,11 +160,12 @@ def test_ssc_uses_its_official_validation_file(tmp_path):
 
 
 # -- cache -------------------------------------------------------------------------------
-def test_cache_is_reused_without_opening_hdf5(shd_dir, monkeypatch):
+def test_cache_is_reused_without_opening_hdf5(shd_dir, cache_dir, monkeypatch):
     directory, _ = shd_dir
     first = SHDDataModule(directory, download=False)
     first.setup()
-    assert len(list((directory / "cache").glob("*.npz"))) == 2
+    assert len(list(cache_dir.glob("*.npz"))) == 2
+    assert sorted(p.name for p in directory.iterdir()) == ["shd_test.h5", "shd_train.h5"]
 
     def no_hdf5(*args, **kwargs):
         raise AssertionError("HDF5 opened although a matching cache exists")
@@ -178,30 +189,38 @@ def test_cache_is_rebuilt_when_the_file_changes(shd_dir):
     assert np.array_equal(everything(module.test_set, 100, 700).numpy(), changed.dense())
 
 
-def test_without_cache_nothing_is_written(shd_dir):
+def test_without_cache_nothing_is_written(shd_dir, cache_dir):
     directory, _ = shd_dir
     SHDDataModule(directory, cache=False, download=False).setup()
-    assert not (directory / "cache").exists()
+    assert not cache_dir.exists()
+    assert sorted(p.name for p in directory.iterdir()) == ["shd_test.h5", "shd_train.h5"]
 
 
 # -- hand-placed and bad files -----------------------------------------------------------
-def test_hand_placed_gzip_files_are_verified_and_decompressed(tmp_path, monkeypatch):
+def test_hand_placed_gzip_files_are_verified_and_decompressed(tmp_path, cache_dir, monkeypatch):
     truth = make_shd_files(tmp_path, gzipped=True)
     sums = {p.name: md5_of(p) for p in tmp_path.glob("*.gz")}
     monkeypatch.setattr(shd, "CHECKSUMS", sums)
     module = SHDDataModule(tmp_path, download=False)
     module.setup()
-    assert (tmp_path / "shd_train.h5").is_file() and (tmp_path / "shd_test.h5").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shd_test.h5.gz", "shd_train.h5.gz"]
+    for name in ("shd_train", "shd_test"):  # decompressed copies, named by the .gz's md5, size
+        gz = tmp_path / f"{name}.h5.gz"
+        copy = cache_dir / f"{name}-{sums[gz.name][:16]}-{gz.stat().st_size}.h5"
+        assert copy.read_bytes() == gzip.decompress(gz.read_bytes())
     assert np.array_equal(labels_of(module.test_set), truth["test"].labels)
-    assert not list(tmp_path.glob(".*part"))
+    assert not list(cache_dir.glob(".*part"))
 
 
-def test_checksum_mismatch_fails_and_writes_nothing(shd_dir, monkeypatch):
+def test_checksum_mismatch_fails_names_the_switch_and_writes_nothing(
+    shd_dir, cache_dir, monkeypatch
+):
     directory, _ = shd_dir
     monkeypatch.setattr(shd, "CHECKSUMS", {"shd_train.h5": "0" * 32})
-    with pytest.raises(ChecksumError, match="shd_train.h5: expected 0{32}, got"):
+    with pytest.raises(ChecksumError, match="shd_train.h5: expected 0{32}, got") as error:
         SHDDataModule(directory, download=False).setup()
-    assert not (directory / "cache").exists()
+    assert "set data.verify_checksums=false" in str(error.value)
+    assert not cache_dir.exists()
 
 
 def test_checksum_mismatch_of_hand_placed_gzip_leaves_no_h5(tmp_path, monkeypatch):
@@ -212,23 +231,25 @@ def test_checksum_mismatch_of_hand_placed_gzip_leaves_no_h5(tmp_path, monkeypatc
     assert not (tmp_path / "shd_train.h5").exists()
 
 
-def test_truncated_gzip_leaves_no_partial_file(tmp_path):
+@pytest.mark.parametrize("verify_checksums", [True, False])
+def test_truncated_gzip_leaves_no_partial_file(tmp_path, cache_dir, verify_checksums):
     make_shd_files(tmp_path, gzipped=True)
     gz = tmp_path / "shd_train.h5.gz"
     gz.write_bytes(gz.read_bytes()[: gz.stat().st_size // 2])
+    module = SHDDataModule(tmp_path, download=False, verify_checksums=verify_checksums)
     with pytest.raises(CorruptFileError, match="shd_train.h5.gz.*gzip"):
-        SHDDataModule(tmp_path, download=False).setup()
-    names = sorted(p.name for p in tmp_path.iterdir())
-    assert "shd_train.h5" not in names and not [n for n in names if n.endswith(".part")]
+        module.setup()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shd_test.h5.gz", "shd_train.h5.gz"]
+    assert not list(cache_dir.glob("shd_train*")) and not list(cache_dir.glob(".*"))
 
 
-def test_truncated_hdf5_fails_clearly(shd_dir):
+def test_truncated_hdf5_fails_clearly(shd_dir, cache_dir):
     directory, _ = shd_dir
     path = directory / "shd_train.h5"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(SHDFormatError, match="shd_train.h5"):
         SHDDataModule(directory, download=False).setup()
-    assert not (directory / "cache").exists()
+    assert not cache_dir.exists()
 
 
 @pytest.mark.parametrize("missing", ["spikes/units", "labels"])
@@ -252,6 +273,93 @@ def test_out_of_range_units_and_labels_are_rejected(tmp_path):
     write_shd_h5(tmp_path / "shd_train.h5", bad)
     with pytest.raises(SHDFormatError, match="label 25 of sample 2"):
         SHDDataModule(tmp_path, download=False).setup()
+
+
+# -- SHD-layout data that is not the official release; read-only data_dir ----------------
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_unofficial_files_need_the_switch_and_then_load(tmp_path, monkeypatch, gzipped):
+    truth = make_shd_files(tmp_path, gzipped=gzipped)
+    monkeypatch.setattr(shd, "CHECKSUMS", OFFICIAL)
+    name = "shd_train.h5.gz" if gzipped else "shd_train.h5"
+    with pytest.raises(ChecksumError) as error:
+        SHDDataModule(tmp_path, download=False).setup()
+    message = str(error.value)
+    assert f"{name}: expected {OFFICIAL[name]}, got {md5_of(tmp_path / name)}" in message
+    assert "not the official release" in message and "data.verify_checksums=false" in message
+    module = SHDDataModule(tmp_path, download=False, verify_checksums=False)
+    module.setup()
+    assert np.array_equal(everything(module.test_set, 100, 700).numpy(), truth["test"].dense())
+
+
+def test_switch_off_still_rejects_corrupt_and_non_shd_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(shd, "CHECKSUMS", OFFICIAL)
+
+    def setup():
+        SHDDataModule(tmp_path, download=False, verify_checksums=False).setup()
+
+    make_shd_files(tmp_path, gzipped=True)
+    (tmp_path / "shd_train.h5.gz").write_bytes(b"not gzip at all" * 100)
+    with pytest.raises(CorruptFileError, match="shd_train.h5.gz is not a complete gzip file"):
+        setup()
+    not_shd = write_shd_h5(tmp_path / "other.h5", make_shd_samples(5), omit=("spikes/times",))
+    (tmp_path / "shd_train.h5.gz").write_bytes(gzip.compress(not_shd.read_bytes()))
+    with pytest.raises(SHDFormatError, match=r"no dataset 'spikes/times'.*decompressed from"):
+        setup()
+    (tmp_path / "shd_train.h5").write_bytes(b"\x89HDF\r\n\x1a\n truncated")
+    with pytest.raises(SHDFormatError, match="shd_train.h5 cannot be read as HDF5"):
+        setup()
+
+
+def test_files_of_two_directories_do_not_share_caches(tmp_path, cache_dir):
+    first = make_shd_files(tmp_path / "a", gzipped=True)
+    second = make_shd_files(tmp_path / "b", n_test=7, gzipped=True)  # same train, other test
+    for directory, truth in (
+        (tmp_path / "a", first),
+        (tmp_path / "b", second),
+        (tmp_path / "a", first),
+    ):
+        module = SHDDataModule(directory, download=False)
+        module.setup()
+        assert np.array_equal(everything(module.test_set, 100, 700).numpy(), truth["test"].dense())
+    assert len(list(cache_dir.glob("shd_test-*.npz"))) == 2
+    assert len(list(cache_dir.glob("shd_test-*.h5"))) == 2
+    assert len(list(cache_dir.glob("shd_train-*.npz"))) == 1  # same content: one entry
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """``(source, view)``: ``view`` is a read-only bind mount of ``source`` (root ignores write
+    bits, so only a read-only mount proves that nothing is written)."""
+    source, view = tmp_path / "source", tmp_path / "view"
+    source.mkdir()
+    view.mkdir()
+    try:
+        subprocess.run(["mount", "--bind", source, view], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.skip(f"a read-only bind mount is not permitted here ({error})")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", view], check=True, capture_output=True)
+        yield source, view
+    finally:
+        subprocess.run(["umount", view], check=False, capture_output=True)
+
+
+@pytest.mark.parametrize("gzipped", [True, False])
+def test_read_only_data_dir(read_only_view, cache_dir, monkeypatch, gzipped):
+    source, view = read_only_view
+    truth = make_shd_files(source, gzipped=gzipped)
+    with pytest.raises(OSError, match="Read-only"):
+        (view / "probe").write_bytes(b"")
+    monkeypatch.setattr(shd, "CHECKSUMS", OFFICIAL)
+    before = {p.name: md5_of(p) for p in view.iterdir()}
+    for _ in range(2):  # decompress and bin, then read the caches
+        module = SHDDataModule(view, download=False, verify_checksums=False)
+        module.setup()
+        assert np.array_equal(labels_of(module.test_set), truth["test"].labels)
+        assert np.array_equal(everything(module.test_set, 100, 700).numpy(), truth["test"].dense())
+    assert {p.name: md5_of(p) for p in source.iterdir()} == before
+    assert len(list(cache_dir.glob("*.npz"))) == 2
+    assert len(list(cache_dir.glob("*.h5"))) == (2 if gzipped else 0)
 
 
 # -- download ----------------------------------------------------------------------------
@@ -302,17 +410,19 @@ def test_download_verifies_and_decompresses(tmp_path, monkeypatch):
     module.setup()
     assert sorted(u.rsplit("/", 1)[-1] for u in requested) == ["shd_test.h5.gz", "shd_train.h5.gz"]
     assert requested[0].startswith("https://zenkelab.org/datasets/")
-    assert sorted(p.name for p in target.iterdir()) == ["cache", "shd_test.h5", "shd_train.h5"]
+    assert sorted(p.name for p in target.iterdir()) == ["shd_test.h5", "shd_train.h5"]
     assert (target / "shd_test.h5").read_bytes() == gzip.decompress(payloads["shd_test.h5.gz"])
 
 
-def test_download_with_wrong_checksum_leaves_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("verify_checksums", [True, False])
+def test_download_with_wrong_checksum_leaves_nothing(tmp_path, monkeypatch, verify_checksums):
+    """A download comes from the official URL: its md5 is checked whatever the switch says."""
     payloads = gz_payloads(tmp_path)
     monkeypatch.setattr(shd, "CHECKSUMS", {"shd_train.h5.gz": "f" * 32})
     serve(monkeypatch, payloads)
     target = tmp_path / "data"
     with pytest.raises(ChecksumError, match="expected f{32}"):
-        SHDDataModule(target).setup()
+        SHDDataModule(target, verify_checksums=verify_checksums).setup()
     assert not list(target.iterdir())
 
 
@@ -368,6 +478,8 @@ def test_download_false_lists_missing_files(tmp_path):
         ({"val_split": "gender"}, "val_split"),
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"max_time": 0}, "max_time"),
+        ({"verify_checksums": "false"}, "verify_checksums='false': expected true or false"),
+        ({"cache_dir": 3}, "cache_dir=3: expected a directory path"),
     ],
 )
 def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
@@ -375,14 +487,17 @@ def test_bad_arguments_are_rejected(tmp_path, kwargs, message):
         SHDDataModule(tmp_path, **kwargs)
 
 
-def test_config_num_inputs_follows_channel_pool(tmp_path):
+def test_config_num_inputs_follows_channel_pool(tmp_path, cache_dir):
     register_resolvers()
     register_resolvers()  # idempotent
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=None, overrides=["+data=shd", "data.channel_pool=5"])
+        cfg = compose(
+            config_name=None, overrides=["+data=shd", "+paths=default", "data.channel_pool=5"]
+        )
     OmegaConf.set_struct(cfg, False)
     cfg = OmegaConf.merge(cfg, {"paths": {"data_dir": str(tmp_path)}, "seed": 3})
     assert cfg.data.num_inputs == 140
     module = instantiate(cfg.data)
     assert module.num_inputs == 140 and module.data_dir == tmp_path / "shd"
     assert module.seed == 3
+    assert module.cache_dir == cache_dir and module.verify_checksums is True

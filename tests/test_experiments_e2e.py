@@ -10,13 +10,14 @@ from tests.data_fixtures import make_shd_files
 QUICK = ["debug=limit", "trainer.accelerator=cpu", "callbacks=none", "logger=[]"]
 
 
-def test_shd_experiment_runs_end_to_end_on_generated_files(make_config, tmp_path, monkeypatch):
+def test_shd_experiment_runs_end_to_end_on_generated_files(make_config, tmp_path):
     make_shd_files(tmp_path / "shd", n_train=60, n_test=20)
-    monkeypatch.setattr(shd, "CHECKSUMS", {})  # generated files are not the published ones
     cfg = make_config(
         [
             "experiment=shd",
             f"data.data_dir={tmp_path / 'shd'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.verify_checksums=false",  # generated files are not the published ones
             "data.download=false",
             "data.batch_size=16",
             *QUICK,
@@ -25,7 +26,8 @@ def test_shd_experiment_runs_end_to_end_on_generated_files(make_config, tmp_path
     metrics = train(cfg)
     assert 0.0 <= metrics["test/acc"] <= 1.0
     assert metrics["train/rate/hidden0"] >= 0.0
-    assert list((tmp_path / "shd" / "cache").glob("shd_train-*.npz"))  # binned data cached
+    assert list((tmp_path / "cache").glob("shd_train-*.npz"))  # binned data cached
+    assert sorted(p.name for p in (tmp_path / "shd").iterdir()) == ["shd_test.h5", "shd_train.h5"]
 
 
 def test_heterogeneous_shd_experiment_trains_time_constants(make_config, tmp_path, monkeypatch):
@@ -35,6 +37,7 @@ def test_heterogeneous_shd_experiment_trains_time_constants(make_config, tmp_pat
         [
             "experiment=shd_heterogeneous",
             f"data.data_dir={tmp_path / 'shd'}",
+            f"data.cache_dir={tmp_path / 'cache'}",
             "data.download=false",
             "data.batch_size=16",
             *QUICK,

@@ -39,6 +39,7 @@ def run(tmp_path_factory):
             [
                 "experiment=shd",
                 f"data.data_dir={root / 'shd'}",
+                f"data.cache_dir={root / 'cache'}",
                 "data.download=false",
                 "data.batch_size=16",
                 f"data.num_steps={STEPS}",

@@ -294,6 +294,7 @@ def test_shd_study_presets_on_generated_files(
     overrides = [
         f"experiment={experiment}",
         f"data.data_dir={shd_dir}",
+        f"data.cache_dir={shd_dir.parent / 'cache'}",
         "data.download=false",
         "data.batch_size=8",
         *overrides,

@@ -7,7 +7,7 @@ once the model exists, so a checkpoint of another architecture fails before any 
 Each constructor owns the rules of its own arguments (:mod:`spikelight.checks`); this module
 builds every config group as the run would, without reading a file, and puts the group's key in
 front of a constructor's error. What it checks itself is what no single constructor can see:
-the run mode, the checkpoint, the devices and the data directory.
+the run mode, the checkpoint, the devices and the data and cache directories.
 """
 
 from __future__ import annotations
@@ -254,6 +254,21 @@ def _check_data_placement(check: _Checker, data: Any) -> None:
             )
         elif not os.access(path, os.R_OK | os.X_OK):
             check.fail("data.data_dir", data_dir, "a readable directory")
+    if isinstance(getattr(data, "cache_dir", None), Path) and not _creatable(data.cache_dir):
+        check.fail(
+            "data.cache_dir",
+            check.get("data.cache_dir"),
+            "a writable directory, or one that can be created (binned data and decompressed "
+            "copies go there, never into data.data_dir)",
+        )
+
+
+def _creatable(directory: Path) -> bool:
+    """Whether ``directory`` is a writable directory or can be made inside one (nothing made)."""
+    for path in (directory, *directory.parents):
+        if path.exists():
+            return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
+    return False
 
 
 def _check_logger_packages(check: _Checker) -> None:

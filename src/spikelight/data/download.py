@@ -76,14 +76,17 @@ def md5sum(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def verify_md5(path: str | os.PathLike, expected: str | None) -> str:
-    """Return the file's md5; raise :class:`ChecksumError` if ``expected`` is given and differs."""
+def verify_md5(path: str | os.PathLike, expected: str | None, note: str = "") -> str:
+    """Return the file's md5; raise :class:`ChecksumError` if ``expected`` is given and differs.
+
+    ``note`` is appended to the error (a data module's way to name its own switches).
+    """
     actual = md5sum(path)
     if expected is not None and actual != expected.lower():
         raise ChecksumError(
             f"md5 mismatch for {path}: expected {expected}, got {actual}. The file is corrupt, "
             "truncated or a different version: delete it and run again to download it, or "
-            "replace it with the official file."
+            f"replace it with the official file.{note}"
         )
     return actual
 

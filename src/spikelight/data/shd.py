@@ -2,7 +2,13 @@
 
 Files (``data_dir``): ``shd_train.h5``, ``shd_test.h5`` (SSC: ``ssc_train.h5``, ``ssc_valid.h5``,
 ``ssc_test.h5``), published gzipped at https://zenkelab.org/datasets/. Files placed by hand may
-be gzipped or not; absent ones are downloaded atomically and checked against md5s.
+be gzipped or not; absent ones are downloaded atomically (into ``data_dir``) and checked against
+the official md5s. ``data_dir`` is only read: a gzipped file is decompressed into ``cache_dir``.
+
+Checksums: files found in ``data_dir`` must be the official release (md5 in :data:`CHECKSUMS`)
+unless ``verify_checksums=False``, which reads any file in the SHD layout (a derived or custom
+dataset); the layout and every sample are checked either way, and a download is always checked
+against the official md5 (it comes from the official URL).
 
 Binning: ``num_steps`` bins of width ``max_time / num_steps`` seconds cover ``[0, max_time)``;
 an event at time ``t`` lands in bin ``floor(t * num_steps / max_time)``, events at or after
@@ -12,9 +18,10 @@ clipped to 1), so the spike count inside ``max_time`` is preserved exactly.
 
 Memory: each split is stored as sparse per-sample lists of ``(flat bin index, count)`` (CSR:
 ``offsets``, ``index = bin * num_inputs + channel``, ``count``) and cached in
-``data_dir/cache/*.npz`` keyed by the binning parameters and the file's md5 and size, so later
-runs skip HDF5. Batches are densified to ``[B, num_steps, num_inputs]`` in :meth:`encode`, on
-the training device; a whole split is never dense. ``augment``
+``cache_dir/*.npz`` keyed by the binning parameters and the source file's md5 and size (files
+of other content, from any directory, never share an entry), so later runs skip HDF5 and gzip.
+Batches are densified to ``[B, num_steps, num_inputs]`` in :meth:`encode`, on the training
+device; a whole split is never dense. ``augment``
 (:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) then transforms
 training batches only.
 
@@ -29,6 +36,7 @@ official validation file (``val_fraction``/``val_split`` are ignored).
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from spikelight import checks
 from spikelight.atomic import atomic_output
 from spikelight.data.augment import Augmentation
 from spikelight.data.base import SpikeDataModule, check_positive_int
@@ -76,6 +85,16 @@ CHECKSUMS: dict[str, str | None] = {
 }
 
 REQUIRED_DATASETS = ("spikes/times", "spikes/units", "labels")
+#: Appended to a checksum mismatch of a local file: the switch for SHD-layout data of its own.
+NOT_OFFICIAL_NOTE = (
+    " If this is SHD-layout data that is not the official release (a derived or custom "
+    "dataset), set data.verify_checksums=false to read it (its layout is still checked)."
+)
+
+
+def default_cache_dir() -> Path:
+    """``$SPIKELIGHT_CACHE/shd`` (default ``~/.cache/spikelight/shd``), as ``paths.cache_dir``."""
+    return Path(os.environ.get("SPIKELIGHT_CACHE", "~/.cache/spikelight")).expanduser() / "shd"
 
 
 class SHDFormatError(CorruptFileError):
@@ -270,7 +289,7 @@ def load_cache(path: Path) -> BinnedSplit | None:
 
 
 def save_cache(path: Path, split: BinnedSplit) -> None:
-    """Write the split atomically; a failure (e.g. read-only data_dir) only warns."""
+    """Write the split atomically; a failure (e.g. read-only cache_dir) only warns."""
     try:
         with atomic_output(path) as handle:
             np.savez(handle, **split.arrays())
@@ -343,7 +362,8 @@ class SHDDataModule(SpikeDataModule):
     See the module docstring for binning, caching and splits. ``num_inputs`` and
     ``num_classes`` must match ``channel_pool`` and ``variant``; ``class_names`` are read from
     the training file's ``extra/keys`` at setup (``"0"``, ``"1"``, ... until then, and if the
-    file has no ``extra/keys``).
+    file has no ``extra/keys``). ``cache_dir`` (default :func:`default_cache_dir`) receives the
+    binned caches and decompressed copies; only downloads write into ``data_dir``.
     """
 
     def __init__(
@@ -364,6 +384,8 @@ class SHDDataModule(SpikeDataModule):
         cache: bool = True,
         pin_memory: bool | None = None,
         augment: Augmentation | None = None,
+        cache_dir: str | Path | None = None,
+        verify_checksums: bool = True,
     ) -> None:
         super().__init__(batch_size, num_steps, num_workers, seed, pin_memory)
         if variant not in VARIANTS:
@@ -400,6 +422,13 @@ class SHDDataModule(SpikeDataModule):
                 f"data.num_steps={num_steps} x {num_inputs} inputs exceeds the int32 bin index"
             )
         self.data_dir = Path(data_dir).expanduser()
+        if cache_dir is None:
+            self.cache_dir = default_cache_dir()
+        elif isinstance(cache_dir, str | os.PathLike) and str(cache_dir):
+            self.cache_dir = Path(cache_dir).expanduser()
+        else:
+            raise checks.ArgumentError("cache_dir", cache_dir, "a directory path")
+        self.verify_checksums = checks.boolean("verify_checksums", verify_checksums)
         self.max_time = float(max_time)
         self.val_fraction = float(val_fraction)
         self.val_split = val_split
@@ -433,32 +462,63 @@ class SHDDataModule(SpikeDataModule):
         ]
 
     def prepare_data(self) -> None:
-        """Decompress hand-placed ``.gz`` files, download absent ones (one process per node)."""
-        for name in self.file_names.values():
-            h5_path, gz_path = self.data_dir / name, self.data_dir / (name + ".gz")
-            if not h5_path.is_file() and gz_path.is_file():
-                verify_md5(gz_path, CHECKSUMS.get(gz_path.name))
-                gunzip_file(gz_path, h5_path)
-        fetch_missing(self.data_dir, self.remote_files(), download_allowed=self.download)
+        """Download the files absent from ``data_dir`` in either form (one process per node)."""
+        absent = [
+            remote
+            for remote in self.remote_files()
+            if not self.data_dir.joinpath(remote.name).is_file()
+            and not self.data_dir.joinpath(remote.name + ".gz").is_file()
+        ]
+        fetch_missing(self.data_dir, absent, download_allowed=self.download)
+
+    def source_path(self, file_name: str) -> Path:
+        """The file of ``file_name`` in ``data_dir``: the ``.h5``, else the ``.h5.gz``."""
+        path = self.data_dir / file_name
+        return path if path.is_file() else path.with_name(file_name + ".gz")
+
+    def verified_md5(self, path: Path) -> str:
+        """The md5 of a file in ``data_dir``, checked against the official one if verifying."""
+        expected = CHECKSUMS.get(path.name) if self.verify_checksums else None
+        return verify_md5(path, expected, note=NOT_OFFICIAL_NOTE)
 
     def cache_path(self, file_name: str, md5: str, size: int) -> Path:
-        """Where the binned form of ``file_name`` with these parameters is cached."""
+        """Where the binned form of ``file_name`` (source md5, size) with these parameters is."""
         stem = file_name.removesuffix(".h5")
         key = f"steps{self.num_steps}-max{self.max_time!r}-pool{self.channel_pool}"
-        return self.data_dir / "cache" / f"{stem}-{key}-{md5[:16]}-{size}-v{CACHE_VERSION}.npz"
+        return self.cache_dir / f"{stem}-{key}-{md5[:16]}-{size}-v{CACHE_VERSION}.npz"
+
+    def decompressed(self, gz_path: Path, md5: str, size: int) -> Path:
+        """The HDF5 inside ``gz_path``, decompressed once into ``cache_dir`` (keyed like caches)."""
+        stem = gz_path.name.removesuffix(".h5.gz")
+        target = self.cache_dir / f"{stem}-{md5[:16]}-{size}.h5"
+        if not target.is_file():
+            try:
+                gunzip_file(gz_path, target)
+            except OSError as error:
+                raise OSError(
+                    f"data.cache_dir={str(self.cache_dir)!r}: cannot decompress {gz_path} there "
+                    f"({error}); set data.cache_dir to a writable directory"
+                ) from error
+        return target
 
     def load_binned(self, file_name: str) -> BinnedSplit:
         """Binned samples of one file, from the cache when it matches, else from HDF5."""
-        path = self.data_dir / file_name
-        md5 = verify_md5(path, CHECKSUMS.get(file_name))
-        cache_file = self.cache_path(file_name, md5, path.stat().st_size)
+        source = self.source_path(file_name)
+        md5, size = self.verified_md5(source), source.stat().st_size
+        cache_file = self.cache_path(file_name, md5, size)
         if self.cache and cache_file.is_file():
             cached = load_cache(cache_file)
             if cached is not None:
                 return cached
-        binned = read_and_bin(
-            path, self.num_classes, self.num_steps, self.max_time, self.channel_pool
-        )
+        path = self.decompressed(source, md5, size) if source.name.endswith(".gz") else source
+        try:
+            binned = read_and_bin(
+                path, self.num_classes, self.num_steps, self.max_time, self.channel_pool
+            )
+        except SHDFormatError as error:
+            if path == source:
+                raise
+            raise SHDFormatError(f"{error} (decompressed from {source})") from error
         if self.cache:
             save_cache(cache_file, binned)
         return binned
