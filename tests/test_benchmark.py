@@ -313,6 +313,23 @@ def test_pytorch_loops_row_restores_the_c_loop_switch():
     assert native.set_enabled(True) is True  # switched off for the step only
 
 
+def test_dense_input_row_takes_the_dense_path_and_restores_the_crossover(monkeypatch):
+    from spikelight.neurons import events
+
+    projected = []
+    project = events.Events.project
+    monkeypatch.setattr(
+        events.Events, "project", lambda *a, **k: projected.append(1) or project(*a, **k)
+    )
+    before = events.SPARSE_DENSITY
+    registry.implementations()["spikelight"].build(tiny_setup()).step()
+    assert projected  # the default sums the sparse input per event ...
+    projected.clear()
+    registry.implementations()["spikelight (dense input)"].build(tiny_setup()).step()
+    assert not projected  # ... the dense-input row does not
+    assert before == events.SPARSE_DENSITY
+
+
 def test_the_benchmark_tables_in_the_docs_are_the_rendered_evidence_file():
     """Every row of docs/benchmarks.md's result tables is a line of its bench.json, rendered.
 

@@ -21,6 +21,8 @@ Implementations (rows), all in one process on the same input tensor and the same
   its defaults; ``spikelight (autograd loop)`` with ``time_loop="autograd"``;
   ``spikelight (PyTorch loops)`` the default with the fused layer's C loops switched off
   (``spikelight.neurons.native.set_enabled(False)`` around the forward pass); ``spikelight
+  (dense input)`` the default with the input product always one dense BLAS call instead of
+  per-event sums (the other side of ``spikelight.neurons.events.SPARSE_DENSITY``); ``spikelight
   (compiled)`` the default in ``torch.compile`` (``spikelight_rows.py``);
 - ``reference``: the same equations written as a straightforward PyTorch loop
   (``reference.py``). Before timing, loss and every weight gradient of each spikelight row are

@@ -116,6 +116,27 @@ def build_spikelight_pytorch_loops(setup: Setup) -> Bench:
     return bench
 
 
+@register("spikelight (dense input)", group="spikelight", check=True)
+def build_spikelight_dense_input(setup: Setup) -> Bench:
+    """The default network with its input product always dense (one BLAS call for the whole
+    sequence) instead of summed per event below ``events.SPARSE_DENSITY``: the other side of
+    that crossover, measured at each case's density."""
+    from spikelight.neurons import events
+
+    bench = spikelight_bench(setup)
+    forward = bench.forward
+
+    def forward_dense_input():
+        previous, events.SPARSE_DENSITY = events.SPARSE_DENSITY, 0.0
+        try:
+            return forward()
+        finally:
+            events.SPARSE_DENSITY = previous
+
+    bench.forward = forward_dense_input
+    return bench
+
+
 @register(
     "spikelight (compiled)",
     group="spikelight",
