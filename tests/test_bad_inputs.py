@@ -68,6 +68,7 @@ BAD_INPUTS = [
         "data.cache_dir",
     ),
     ("shd_verify_checksums_not_bool", ["data=shd", "data.verify_checksums=maybe"], "data.verify"),
+    ("test_every_epoch_not_bool", ["data.test_every_epoch=maybe"], "data.test_every_epoch"),
     ("ckpt_missing", ["ckpt_path={tmp}/absent.ckpt"], "ckpt_path"),
     ("test_only_without_ckpt", ["train=false"], "ckpt_path"),
     ("nothing_to_do", ["train=false", "test=false"], "train"),

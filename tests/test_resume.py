@@ -17,6 +17,7 @@ QUICK = [
     "data.batch_size=16",
     "logger=csv",
     "callbacks.progress_bar.refresh_rate=0",
+    "data.test_every_epoch=true",  # so the best-epoch test accuracy is resumed too
 ]
 EPOCHS = 4
 # metrics of the last epochs (the test metrics come from the best checkpoint, so they only show
@@ -58,6 +59,7 @@ def test_resumed_run_ends_with_the_same_weights_and_metrics(runs):
 def test_resumed_run_keeps_the_best_validation_accuracy(runs):
     whole, _, resumed, _ = runs
     assert resumed["val/acc_best"] == whole["val/acc_best"]
+    assert resumed["test_epoch/acc_best"] == whole["test_epoch/acc_best"]
 
 
 def test_ckpt_path_last_without_a_checkpoint_starts_afresh(tmp_path):

@@ -9,6 +9,11 @@ learning rate and each group shows up in the LR monitor.
 Besides loss and accuracy it logs, per stage and layer, the firing rate, the silent fraction and
 the synaptic operations per sample, and the energy estimate of the spiking network against the
 same network as a dense ANN (:mod:`spikelight.cost`).
+
+Model selection uses ``val/acc`` only. When the data module evaluates its test split every
+epoch as well (``data.test_every_epoch``), that accuracy is logged as ``test_epoch/acc`` and its
+maximum as ``test_epoch/acc_best``: the best-epoch-on-test figure papers often report, never
+used for selection, and named apart from ``test/acc`` (the selected checkpoint's test accuracy).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from spikelight.cost import ann_energy_nj, is_analog, snn_energy_nj, synops
 from spikelight.network import NetworkOutput, SpikingNetwork
 
 log = logging.getLogger(__name__)
+
+#: epoch-level logging that keeps a metric's name when validation has a second (test) loader
+_EPOCH = dict(on_step=False, on_epoch=True, add_dataloader_idx=False)
 
 
 def rate_regularizer(
@@ -113,7 +121,9 @@ class SpikingClassifier(L.LightningModule):
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = MeanMetric()
         self.val_acc_best = MaxMetric()
-        self._resumed_acc_best = -math.inf  # val/acc_best of a checkpoint being resumed
+        self.test_epoch_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_epoch_acc_best = MaxMetric()
+        self._resumed_bests: dict[str, float] = {}  # running maxima of a checkpoint being resumed
         self._analog_input: bool | None = None  # judged on the first batch (a dataset's kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -133,8 +143,8 @@ class SpikingClassifier(L.LightningModule):
         # per layer: spikes per neuron per second, and the fraction of neurons silent in the batch
         for layer, z in out.spikes.items():
             rate, silent = layer_activity(z, self.network.dt)
-            self.log(f"{stage}/rate/{layer}", rate, on_step=False, on_epoch=True)
-            self.log(f"{stage}/silent/{layer}", silent, on_step=False, on_epoch=True)
+            self.log(f"{stage}/rate/{layer}", rate, **_EPOCH)
+            self.log(f"{stage}/silent/{layer}", silent, **_EPOCH)
         self._log_cost(stage, x, out)
         return loss, out.logits, hard_labels(y)
 
@@ -148,7 +158,7 @@ class SpikingClassifier(L.LightningModule):
             self._analog_input = is_analog(x)
         batch, steps = x.shape[0], x.shape[1]
         ops = synops(self.network, x.transpose(0, 1), out.spikes, self._analog_input)
-        log = dict(on_step=False, on_epoch=True, batch_size=batch)
+        log = dict(_EPOCH, batch_size=batch)
         for layer, value in ops.items():
             self.log(f"{stage}/synops/{layer}", value, **log)
         self.log(f"{stage}/synops/total", sum(ops.values()), **log)
@@ -163,18 +173,27 @@ class SpikingClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        if dataloader_idx == 1:  # the test split, evaluated every epoch (data.test_every_epoch)
+            x, y = batch
+            self.test_epoch_acc(self.run_network(x).logits, y)
+            self.log("test_epoch/acc", self.test_epoch_acc, on_epoch=True, add_dataloader_idx=False)
+            return
         loss, logits, y = self._step(batch, "val")
         self.val_loss(loss)
         self.val_acc(logits, y)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True, prog_bar=True)
+        log = dict(on_step=False, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
+        self.log("val/loss", self.val_loss, **log)
+        self.log("val/acc", self.val_acc, **log)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:
             return
         self.val_acc_best(self.val_acc.compute())
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+        if self.test_epoch_acc.update_count:
+            self.test_epoch_acc_best(self.test_epoch_acc.compute())
+            self.log("test_epoch/acc_best", self.test_epoch_acc_best.compute())
 
     def on_fit_start(self):
         """A fresh run lets the weight initialisation measure one training batch first."""
@@ -190,16 +209,23 @@ class SpikingClassifier(L.LightningModule):
             for t in self.network.state_dict().values():  # every rank starts from rank 0's
                 torch.distributed.broadcast(t, src=0)
 
+    def _bests(self) -> dict[str, MaxMetric]:
+        """The running maxima that a resumed run continues (checkpoint key -> metric)."""
+        return {"val_acc_best": self.val_acc_best, "test_epoch_acc_best": self.test_epoch_acc_best}
+
     def on_train_start(self):
-        self.val_acc_best.reset()  # forget the sanity check's value ...
-        if math.isfinite(self._resumed_acc_best):  # ... but not the epochs before a resume
-            self.val_acc_best.update(torch.tensor(self._resumed_acc_best))
+        for key, best in self._bests().items():
+            best.reset()  # forget the sanity check's value ...
+            resumed = self._resumed_bests.get(key, -math.inf)
+            if math.isfinite(resumed):  # ... but not the epochs before a resume
+                best.update(torch.tensor(resumed))
 
     def on_save_checkpoint(self, checkpoint):
-        checkpoint["val_acc_best"] = float(self.val_acc_best.max_value)
+        for key, best in self._bests().items():
+            checkpoint[key] = float(best.max_value)
 
     def on_load_checkpoint(self, checkpoint):
-        self._resumed_acc_best = float(checkpoint.get("val_acc_best", -math.inf))
+        self._resumed_bests = {key: float(checkpoint.get(key, -math.inf)) for key in self._bests()}
 
     def test_step(self, batch, batch_idx):
         loss, logits, y = self._step(batch, "test")

@@ -12,6 +12,12 @@ Random streams: stochastic encodings and augmentations draw from generators seed
 checkpoints so that a resumed run draws what an uninterrupted one would; every evaluation pass
 (each validation run, the test run) restarts its own stream, so evaluating the same model twice
 sees the same input.
+
+Protocol: models are selected on the validation split (held out from the training file); the
+test split is for reporting the selected model. ``test_every_epoch`` adds the test split as a
+second validation loader so each epoch's test accuracy is logged too (``test_epoch/acc``): the
+"best epoch on the test set" that many papers report, kept apart from the selected model's
+``test/acc`` so that the two are never confused.
 """
 
 from __future__ import annotations
@@ -59,8 +65,10 @@ class SpikeDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool | None = None,
+        test_every_epoch: bool = False,
     ) -> None:
         super().__init__()
+        self.test_every_epoch = checks.boolean("test_every_epoch", test_every_epoch)
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.num_steps = check_positive_int("num_steps", num_steps)
         self.num_workers = checks.non_negative_int("num_workers", num_workers)
@@ -191,9 +199,13 @@ class SpikeDataModule(L.LightningDataModule):
         self.setup()
         return self._loader(self.train_set, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation loader; with ``test_every_epoch``, ``[validation, test]``."""
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        val = self._loader(self.val_set, shuffle=False)
+        if self.test_every_epoch:
+            return [val, self._loader(self.test_set, shuffle=False)]
+        return val
 
     def test_dataloader(self) -> DataLoader:
         self.setup()

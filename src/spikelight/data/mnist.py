@@ -176,8 +176,9 @@ class MNISTDataModule(SpikeDataModule):
         variant: str = "mnist",
         download: bool = True,
         pin_memory: bool | None = None,
+        test_every_epoch: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory)
+        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory, test_every_epoch)
         if variant not in CHECKSUMS:
             raise ValueError(f"data.variant must be one of {sorted(CHECKSUMS)}, got {variant!r}")
         if num_inputs != NUM_PIXELS:

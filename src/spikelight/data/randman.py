@@ -101,8 +101,9 @@ class RandmanDataModule(SpikeDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool | None = None,
+        test_every_epoch: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory)
+        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory, test_every_epoch)
         self.num_inputs = check_positive_int("num_inputs", num_inputs)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.class_names = [f"manifold {k}" for k in range(num_classes)]

@@ -386,8 +386,9 @@ class SHDDataModule(SpikeDataModule):
         augment: Augmentation | None = None,
         cache_dir: str | Path | None = None,
         verify_checksums: bool = True,
+        test_every_epoch: bool = False,
     ) -> None:
-        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory)
+        super().__init__(batch_size, num_steps, num_workers, seed, pin_memory, test_every_epoch)
         if variant not in VARIANTS:
             raise ValueError(f"data.variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         self.channel_pool = check_positive_int("channel_pool", channel_pool)
