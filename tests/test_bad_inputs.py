@@ -52,6 +52,23 @@ BAD_INPUTS = [
     ("time_loop_unknown", ["model.network.time_loop=python"], "model.network.time_loop"),
     ("readout_tau_negative", ["model.network.readout_tau_mem=-1"], "model.network.readout_tau_mem"),
     ("reg_l1_negative", ["model.reg_l1=-1"], "model.reg_l1"),
+    ("delay_lr_zero", ["model.delay_lr=0"], "model.delay_lr"),
+    (
+        "delays_longer_than_a_sample",
+        ["model.network.delays={max_delay:20,sigma_init:2.0,sigma_final:0.5}"],
+        "model.network.delays.max_delay=20",
+    ),
+    (
+        "delays_zero",
+        ["model.network.delays={max_delay:0,sigma_init:2.0,sigma_final:0.5}"],
+        "model.network.delays.max_delay=0",
+    ),
+    (
+        "delays_sigma_grows",
+        ["model.network.delays={max_delay:5,sigma_init:0.5,sigma_final:2.0}"],
+        "model.network.delays.sigma_final=2.0",
+    ),
+    ("delays_trained_without_delays", ["trainable=[weights,delays]"], "trainable="),
     (
         "mnist_dir_missing",
         ["data=mnist", "data.download=false", "data.data_dir={tmp}/absent"],

@@ -76,7 +76,10 @@ def test_trainable_option_selects_that_parameter(option):
     neuron = {"tau_adapt": "alif", "adapt_a": "adlif", "adapt_b": "adlif", "frequency": "rf"}
     neuron = neuron.get(option, "lif")
     reset = "zero" if option == "v_reset" else "subtract"  # v_reset acts only on reset to it
-    cfg = compose_config([f"trainable=[{option}]", f"neuron={neuron}", f"neuron.reset={reset}"])
+    overrides = [f"trainable=[{option}]", f"neuron={neuron}", f"neuron.reset={reset}"]
+    if option == "delays":  # delays to train need the network to have them
+        overrides.append("model.network.delays={max_delay:3,sigma_init:1.0,sigma_final:0.5}")
+    cfg = compose_config(overrides)
     assert OmegaConf.to_container(cfg.trainable) == {option: True}
     model = build_and_run_model(cfg)
     kinds = set(model.network.parameter_groups())

@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import ModelSummary
 from lightning.pytorch.utilities import rank_zero_only
 
 from spikelight.cost import layer_sizes
+from spikelight.delays import DelayedLinear
 from spikelight.images import line_plot, spike_raster
 from spikelight.loggers import dashboard_sinks, media_sinks
 from spikelight.module import layer_activity
@@ -110,7 +111,8 @@ class ParameterHistograms(L.Callback):
     """Histograms of every neuron parameter and weight matrix, per layer, every N epochs.
 
     Tags ``params/<layer>/<name>``; time constants in milliseconds (``tau_mem_ms``), read through
-    their constraint (``Neuron.get``), so the drift of learned time constants is visible. Written
+    their constraint (``Neuron.get``), so the drift of learned time constants is visible;
+    synaptic delays (``params/<layer>/delay``) in steps. Written
     once before training (step 0) and then at the end of every N-th training epoch.
     """
 
@@ -142,11 +144,15 @@ class ParameterHistograms(L.Callback):
                     values, tag = values * 1e3, tag + "_ms"
                 histograms[tag] = values
         if self.weights:
+            projections = {hidden_name(i): layer.fc for i, layer in enumerate(network.layers)}
+            projections["readout"] = network.readout_fc
             for index, layer in enumerate(network.layers):
-                histograms[f"params/{hidden_name(index)}/weight"] = layer.fc.weight
                 if layer.rec is not None:
                     histograms[f"params/{hidden_name(index)}/rec_weight"] = layer.rec.weight
-            histograms["params/readout/weight"] = network.readout_fc.weight
+            for name, projection in projections.items():
+                histograms[f"params/{name}/weight"] = projection.weight
+                if isinstance(projection, DelayedLinear):  # in steps
+                    histograms[f"params/{name}/delay"] = projection.delay
         for tag, values in histograms.items():
             values = values.detach().cpu()
             for sink in sinks:

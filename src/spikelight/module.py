@@ -3,8 +3,10 @@
 It owns what the plain network does not: the loss (cross-entropy on decoded scores, against soft
 targets where augmentation mixed a training batch, plus optional firing-rate regularisers),
 metrics, logging, and the optimiser with one parameter group per kind of trainable parameter
-(``weights``, each neuron parameter, ``surrogate_beta``), so neuron parameters can have their own
-learning rate and each group shows up in the LR monitor.
+(``weights``, ``delays``, each neuron parameter, ``surrogate_beta``), so neuron parameters and
+synaptic delays can have their own learning rate and each group shows up in the LR monitor.
+With synaptic delays (:mod:`spikelight.delays`) it also sets the delay kernels' width at the
+start of each training epoch and clamps the delays into range after each optimiser step.
 
 Besides loss and accuracy it logs, per stage and layer, the firing rate, the silent fraction and
 the synaptic operations per sample, and the energy estimate of the spiking network against the
@@ -94,6 +96,7 @@ class SpikingClassifier(L.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable | None = None,
         neuron_lr: float | None = None,
+        delay_lr: float | None = None,
         reg_l1: float = 0.0,
         reg_l2: float = 0.0,
         reg_l2_bound: float = 0.0,
@@ -103,8 +106,9 @@ class SpikingClassifier(L.LightningModule):
         lr = getattr(optimizer, "keywords", {}).get("lr")  # a partial optimizer's own lr
         if lr is not None:
             checks.positive("optimizer.lr", lr)
-        if neuron_lr is not None:
-            checks.positive("neuron_lr", neuron_lr)
+        for name, value in (("neuron_lr", neuron_lr), ("delay_lr", delay_lr)):
+            if value is not None:
+                checks.positive(name, value)
         for name, value in (("reg_l1", reg_l1), ("reg_l2", reg_l2), ("reg_l2_bound", reg_l2_bound)):
             checks.non_negative(name, value)
         self.network = network
@@ -113,6 +117,7 @@ class SpikingClassifier(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.neuron_lr = neuron_lr
+        self.delay_lr = delay_lr
         self.reg = dict(l1=reg_l1, l2=reg_l2, l2_bound=reg_l2_bound)
 
         num_classes = network.readout_fc.out_features
@@ -209,6 +214,16 @@ class SpikingClassifier(L.LightningModule):
             for t in self.network.state_dict().values():  # every rank starts from rank 0's
                 torch.distributed.broadcast(t, src=0)
 
+    def on_train_epoch_start(self):
+        """Delay kernels narrow epoch by epoch (:meth:`DelaySpec.sigma`), resumed runs too."""
+        sigma = self.network.anneal_delays(self.current_epoch)
+        if sigma is not None:
+            self.log("train/delay_sigma", float(sigma), on_step=False, on_epoch=True)
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.network.clamp_delays()  # a step may leave [0, max_delay]: back to the edge
+
     def _bests(self) -> dict[str, MaxMetric]:
         """The running maxima that a resumed run continues (checkpoint key -> metric)."""
         return {"val_acc_best": self.val_acc_best, "test_epoch_acc_best": self.test_epoch_acc_best}
@@ -237,7 +252,10 @@ class SpikingClassifier(L.LightningModule):
         groups = []
         for kind, params in self.network.parameter_groups().items():
             group = {"params": params, "name": kind}
-            if kind != "weights" and self.neuron_lr is not None:
+            if kind == "delays":
+                if self.delay_lr is not None:
+                    group["lr"] = self.delay_lr
+            elif kind != "weights" and self.neuron_lr is not None:
                 group["lr"] = self.neuron_lr
             groups.append(group)
         optimizer = self.optimizer_factory(groups)

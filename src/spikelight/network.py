@@ -9,6 +9,10 @@ decoded over time:
 - ``spike_count`` / ``spike_rate``: a spiking readout layer, scores = its spike count (sum over
   time) or rate (mean over time), trained with cross-entropy on those.
 
+With ``delays`` (:mod:`spikelight.delays`) each hidden layer's feed-forward projection is a
+``DelayedLinear``: every synapse also has a learnable delay, and the neurons (the fused loop as
+well) run on the delayed current it gives; ``delays.readout`` delays the readout's input too.
+
 A trained network also runs on a stream, chunk by chunk (:meth:`SpikingNetwork.stream`): each
 call continues from the state the previous one left, through the same per-step loop as
 ``time_loop="autograd"`` (the neurons' ``step``), so the chunks together give what one call on
@@ -28,6 +32,7 @@ from torch.nn.utils import parametrize
 
 from spikelight import checks
 from spikelight.checks import ArgumentError
+from spikelight.delays import DelayedLinear, DelaySpec
 from spikelight.neurons import native
 from spikelight.neurons.base import Neuron
 from spikelight.neurons.events import Events, project, project_spikes
@@ -38,7 +43,8 @@ from spikelight.weight_init import FluctuationDriven, ScaledNormal
 
 DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
 TIME_LOOPS = ("fused", "autograd")
-WEIGHT_SELECTIONS = ("weights", "readout")
+#: trainable selections of the synapses (the rest name neuron parameters)
+WEIGHT_SELECTIONS = ("weights", "readout", "delays")
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +109,25 @@ class LeakyReadout(nn.Module):
 class SpikingLayer(nn.Module):
     """``Linear`` projection (all time steps at once), optional recurrence, then neurons.
 
+    With ``delays`` the projection is a :class:`~spikelight.delays.DelayedLinear` (a causal
+    convolution over time); the recurrence, if any, stays undelayed.
+
     With ``fused`` the neurons' whole time loop runs in one autograd Function
     (:mod:`spikelight.neurons.fused`) when the neuron has a fused kernel; otherwise, or with
     ``fused=False``, a plain per-step loop that autograd differentiates (the reference).
     """
 
-    def __init__(self, in_features: int, neuron: Neuron, recurrent: bool):
+    def __init__(
+        self, in_features: int, neuron: Neuron, recurrent: bool, delays: DelaySpec | None = None
+    ):
         super().__init__()
         self.neuron = neuron
         #: why this layer runs the autograd loop even when fused is asked for; None: it does not
         self.autograd_reason = neuron.fused_reason()
-        self.fc = nn.Linear(in_features, neuron.size, bias=False)
+        if delays is None:
+            self.fc = nn.Linear(in_features, neuron.size, bias=False)
+        else:
+            self.fc = DelayedLinear(in_features, neuron.size, delays)
         self.rec = nn.Linear(neuron.size, neuron.size, bias=False) if recurrent else None
 
     def forward(
@@ -130,16 +144,27 @@ class SpikingLayer(nn.Module):
         """
         if fused and self.autograd_reason is None:
             rec = None if self.rec is None else self.rec.weight
-            events = Events.of(x)  # sparse data: projected inside the fused loop, per event
+            # sparse data: projected inside the fused loop, per event (delays: a convolution)
+            events = None if self.delayed else Events.of(x)
             if events is not None:
                 return run_fused(self.neuron, events, rec, self.fc.weight, out_weight)
-            current = _linear(x, self.fc.weight, fused, spikes_in)
+            current = self.project(x, fused, spikes_in)
             return run_fused(self.neuron, current, rec, out_weight=out_weight)
-        current = _linear(x, self.fc.weight, fused, spikes_in)
+        current = self.project(x, fused, spikes_in)
         spikes = run_neuron(self.neuron, current, self.rec, fused)
         if out_weight is None:
             return spikes
         return spikes, nn.functional.linear(spikes, out_weight)
+
+    @property
+    def delayed(self) -> bool:
+        return isinstance(self.fc, DelayedLinear)
+
+    def project(self, x: torch.Tensor, fused: bool = True, spikes_in: bool = False):
+        """The feed-forward current ``[T, B, N]`` of ``x [T, B, C]`` (delayed, with delays)."""
+        if self.delayed:
+            return self.fc(x)
+        return _linear(x, self.fc.weight, fused, spikes_in)
 
 
 def _linear(x, weight, fused: bool, spikes_in: bool) -> torch.Tensor:
@@ -188,6 +213,8 @@ class StreamState:
     layers: tuple[tuple[torch.Tensor, ...], ...]  # each hidden layer's neuron state
     spikes: tuple[torch.Tensor, ...]  # each hidden layer's spikes [B, N] at the last step
     readout: tuple[torch.Tensor, ...]  # the readout's state (leaky: (i, v); spiking: a neuron's)
+    inputs: tuple[torch.Tensor | None, ...]  # delayed projections (hidden..., readout): their
+    # last max_delay inputs; None where a projection has no delays
     decoded: torch.Tensor  # [B, K] the readout reduced over the steps so far (decode_more)
     steps: int  # time steps streamed so far
 
@@ -204,6 +231,10 @@ class SpikingNetwork(nn.Module):
     ``"autograd"`` is the plain per-step loop it is tested against.
     ``weight_init`` draws the weights (:mod:`spikelight.weight_init`; default: fluctuation-driven
     with the assumed input rate); :meth:`calibrate` lets it measure a batch before training.
+    ``delays`` (``{max_delay, sigma_init, sigma_final, sigma_epochs, readout}``,
+    :class:`DelaySpec`; None: none) gives each hidden layer's feed-forward synapses (and with
+    ``readout`` the readout's) learnable delays; ``delays`` in ``trainable`` trains them, and
+    :meth:`anneal_delays` sets the kernels' width of each epoch.
     """
 
     def __init__(
@@ -221,6 +252,7 @@ class SpikingNetwork(nn.Module):
         readout_tau_syn: float = 5e-3,
         weight_init: FluctuationDriven | ScaledNormal | None = None,
         time_loop: str = "fused",
+        delays: Mapping | DelaySpec | None = None,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -239,6 +271,13 @@ class SpikingNetwork(nn.Module):
                 "trainable", sorted(trainable), "at least one name, e.g. trainable=[weights]"
             )
         neuron_trainable = trainable - set(WEIGHT_SELECTIONS)
+        self.delay_spec = DelaySpec.of(delays)
+        if "delays" in trainable and self.delay_spec is None:
+            raise ArgumentError(
+                "trainable",
+                sorted(trainable),
+                "'delays' only with synaptic delays (model.network.delays: {max_delay: ...})",
+            )
 
         self.decoding = decoding
         self.surrogate = surrogate
@@ -252,10 +291,13 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList()
         sizes = [num_inputs, *hidden]
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent))
+            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent, self.delay_spec))
         self.dt = self.layers[0].neuron.dt
 
-        self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=False)
+        if self.delay_spec is not None and self.delay_spec.readout:
+            self.readout_fc = DelayedLinear(hidden[-1], num_classes, self.delay_spec)
+        else:
+            self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=False)
         if decoding in ("spike_count", "spike_rate"):
             self.readout = make_neuron(num_classes)
         else:
@@ -267,6 +309,8 @@ class SpikingNetwork(nn.Module):
         for name, p in self.named_parameters():
             if _is_weight(name):
                 p.requires_grad_(train_all or ("readout" in trainable and _is_readout(name)))
+        for projection in self.delayed_projections():
+            projection.delay.requires_grad_("delays" in trainable)
         for index, layer in enumerate(self.layers):
             if self.fused and layer.autograd_reason is not None:
                 log.warning("%s runs the autograd loop: %s", hidden_name(index),
@@ -290,8 +334,28 @@ class SpikingNetwork(nn.Module):
         """Let the weight initialisation measure one batch ``x [T, B, C]`` (before training)."""
         self.weight_init.calibrate(self, x)
 
+    def delayed_projections(self) -> list[DelayedLinear]:
+        """The delayed projections (none without ``delays``)."""
+        projections = [layer.fc for layer in self.layers] + [self.readout_fc]
+        return [p for p in projections if isinstance(p, DelayedLinear)]
+
+    def anneal_delays(self, epoch: int) -> float | None:
+        """Set every delay kernel's width to that of training epoch ``epoch``; return it."""
+        if self.delay_spec is None:
+            return None
+        sigma = self.delay_spec.sigma(epoch)
+        for projection in self.delayed_projections():
+            projection.set_sigma(sigma)
+        return sigma
+
+    def clamp_delays(self) -> None:
+        """Keep every delay in ``[0, max_delay]`` (after each optimiser step)."""
+        for projection in self.delayed_projections():
+            projection.clamp_()
+
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters grouped by kind: ``weights``, each neuron parameter, ``beta``."""
+        """Trainable parameters grouped by kind: ``weights``, ``delays``, each neuron
+        parameter, ``surrogate_beta``."""
         groups: dict[str, list[nn.Parameter]] = {}
         seen: set[int] = set()
         for name, p in self.named_parameters():
@@ -301,6 +365,8 @@ class SpikingNetwork(nn.Module):
             leaf = name.rsplit(".", 1)[-1]
             if _is_weight(name):
                 kind = "weights"
+            elif leaf == "delay":
+                kind = "delays"
             elif leaf == "log_beta":
                 kind = "surrogate_beta"
             else:
@@ -316,8 +382,11 @@ class SpikingNetwork(nn.Module):
             h = layer(h, self.fused, binary)
             spikes[hidden_name(index)] = h
             binary = self.fused and layer.autograd_reason is None
-        # the last hidden layer also projects its spikes onto the readout (inside a fused loop)
-        h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
+        if isinstance(self.readout_fc, DelayedLinear):
+            h = self.layers[-1](h, self.fused, binary)
+            current = self.readout_fc(h)
+        else:  # the last hidden layer projects its spikes onto the readout (in a fused loop)
+            h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
         spikes[hidden_name(len(self.layers) - 1)] = h
         if isinstance(self.readout, Neuron):
             readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
@@ -337,6 +406,12 @@ class SpikingNetwork(nn.Module):
             layers=tuple(layer.neuron.initial_state(batch, like) for layer in self.layers),
             spikes=tuple(like.new_zeros(batch, layer.neuron.size) for layer in self.layers),
             readout=self.readout.initial_state(batch, like),
+            inputs=tuple(
+                like.new_zeros(p.spec.max_delay, batch, p.in_features)
+                if isinstance(p, DelayedLinear)
+                else None
+                for p in [*(layer.fc for layer in self.layers), self.readout_fc]
+            ),
             decoded=like.new_full((batch, num_classes), start),
             steps=0,
         )
@@ -364,18 +439,20 @@ class SpikingNetwork(nn.Module):
                 f"a time-major chunk [t >= 1, {batch} (the state's batch), {inputs}] "
                 f"of {like.dtype}",
             )
-        spikes, layers, last = {}, [], []
+        spikes, layers, last, inputs = {}, [], [], []
         h = x
         with parametrize.cached():  # weights stored in units of their scale: computed once
-            for index, (layer, neuron_state, z) in enumerate(
-                zip(self.layers, state.layers, state.spikes, strict=True)
+            for index, (layer, neuron_state, z, past) in enumerate(
+                zip(self.layers, state.layers, state.spikes, state.inputs[:-1], strict=True)
             ):
-                current = nn.functional.linear(h, layer.fc.weight)
+                current, past = _stream_projection(layer.fc, h, past)
+                inputs.append(past)
                 h, neuron_state = run_steps(layer.neuron, current, neuron_state, layer.rec, z)
                 spikes[hidden_name(index)] = h
                 layers.append(neuron_state)
                 last.append(h[-1])
-            current = nn.functional.linear(h, self.readout_fc.weight)
+            current, past = _stream_projection(self.readout_fc, h, state.inputs[-1])
+            inputs.append(past)
             readout, readout_state = run_steps(self.readout, current, state.readout)
         if isinstance(self.readout, Neuron):
             spikes["readout"] = readout
@@ -384,7 +461,17 @@ class SpikingNetwork(nn.Module):
         output = NetworkOutput(
             logits=stream_scores(decoded, steps, self.decoding), readout=readout, spikes=spikes
         )
-        return output, StreamState(tuple(layers), tuple(last), readout_state, decoded, steps)
+        state = StreamState(
+            tuple(layers), tuple(last), readout_state, tuple(inputs), decoded, steps
+        )
+        return output, state
+
+
+def _stream_projection(projection: nn.Module, h: torch.Tensor, past: torch.Tensor | None):
+    """``(current, past)`` of a stream's chunk ``h``: delayed after ``past``, or linear."""
+    if isinstance(projection, DelayedLinear):
+        return projection.stream(h, past)
+    return nn.functional.linear(h, projection.weight), None
 
 
 def _is_weight(name: str) -> bool:

@@ -7,7 +7,8 @@ once the model exists, so a checkpoint of another architecture fails before any 
 Each constructor owns the rules of its own arguments (:mod:`spikelight.checks`); this module
 builds every config group as the run would, without reading a file, and puts the group's key in
 front of a constructor's error. What it checks itself is what no single constructor can see:
-the run mode, the checkpoint, the devices and the data and cache directories.
+the run mode, the checkpoint, the devices, the data and cache directories, and synaptic delays
+against the sample length.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_parallelism(check)
     _check_logger_packages(check)
     data = _check_groups(check)
+    _check_delays(check)
     if data is not None:
         _check_data_placement(check, data)
     if check.problems:
@@ -231,6 +233,17 @@ def _check_groups(check: _Checker) -> Any:
     if network is not None:
         _build(check, "model", lambda: instantiate(cfg.model, network=network))
     return data
+
+
+def _check_delays(check: _Checker) -> None:
+    """A delay must be shorter than a sample, or a spike delayed by it never arrives."""
+    max_delay, steps = check.get("model.network.delays.max_delay"), check.get("data.num_steps")
+    if _is_positive_int(max_delay) and _is_positive_int(steps) and max_delay >= steps:
+        check.fail(
+            "model.network.delays.max_delay",
+            max_delay,
+            f"fewer steps than a sample has (data.num_steps={steps})",
+        )
 
 
 def _check_data_placement(check: _Checker, data: Any) -> None:

@@ -55,6 +55,12 @@ DEFAULT_TAU_BOUNDS = (1e-3, 0.5)
 
 def export_network(network: SpikingNetwork) -> nir.NIRGraph:
     """The NIR graph of ``network`` (raises ``ValueError`` naming what NIR cannot express)."""
+    if network.delayed_projections():
+        raise ValueError(
+            "the network has synaptic delays (model.network.delays), one per synapse; "
+            "a NIR Linear node has none and NIR's Delay delays whole channels, so the graph "
+            "would run another network: export a network without delays"
+        )
     fan_in = network.layers[0].fc.in_features
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array([fan_in]))}
     edges: list[tuple[str, str]] = []
