@@ -45,6 +45,7 @@ def run(tmp_path, *overrides):
     [
         (["weight_init=scaled", "weight_init.scale=200"], "saturated", "weight_init.scale"),
         (["weight_init.xi=30"], "silent", "lower weight_init.xi"),
+        (["weight_init=uniform", "weight_init.scale=0.01"], "silent", "raise weight_init.scale"),
     ],
 )
 def test_a_saturated_or_silent_layer_is_named_in_the_log_and_dashboard(

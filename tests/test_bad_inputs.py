@@ -69,6 +69,32 @@ BAD_INPUTS = [
         "model.network.delays.sigma_final=2.0",
     ),
     ("delays_trained_without_delays", ["trainable=[weights,delays]"], "trainable="),
+    ("dropout_one", ["model.network.dropout=1.0"], "model.network.dropout"),
+    ("dropout_negative", ["model.network.dropout=-0.1"], "model.network.dropout"),
+    ("bias_not_bool", ["model.network.bias=maybe"], "model.network.bias"),
+    (
+        "bias_with_delays",
+        [
+            "model.network.bias=true",
+            "model.network.delays={max_delay:5,sigma_init:2.0,sigma_final:0.5}",
+        ],
+        "model.network.bias",
+    ),
+    ("ignore_steps_negative", ["model.network.ignore_steps=-1"], "model.network.ignore_steps"),
+    ("ignore_steps_all", ["model.network.ignore_steps=20"], "model.network.ignore_steps"),
+    ("readout_tau_syn_zero", ["model.network.readout_tau_syn=0"], "model.network.readout_tau_syn"),
+    ("surrogate_scale_zero", ["surrogate.scale=0"], "surrogate.scale"),
+    (
+        "surrogate_scale_smooth",
+        ["surrogate.scale=0.4", "surrogate.smooth_forward=true"],
+        "surrogate.scale",
+    ),
+    ("uniform_init_scale", ["weight_init=uniform", "weight_init.scale=0"], "weight_init.scale"),
+    (
+        "weight_init_recurrent_unknown",
+        ["weight_init=uniform", "weight_init.recurrent=identity"],
+        "weight_init.recurrent",
+    ),
     (
         "mnist_dir_missing",
         ["data=mnist", "data.download=false", "data.data_dir={tmp}/absent"],

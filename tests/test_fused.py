@@ -143,6 +143,66 @@ def test_fused_every_surrogate(kind, surrogate):
 
 
 @pytest.mark.parametrize("kind", NEURONS)
+def test_fused_surrogate_scale(kind):
+    """The scale reaches the C and PyTorch loops' backward (SE-adLIF's SLAYER c = 0.4)."""
+    nets = twin_networks(kind, "zero", False, True, surrogate=Exponential(beta=2.0, scale=0.4))
+    assert_same_training_signal(nets, events())
+
+
+def test_surrogate_scale_scales_the_gradient_before_a_spike():
+    """One feed-forward layer with a detached reset: every path from the loss to its input
+    weights crosses exactly one spike, so their gradient scales with the surrogate's scale
+    and the readout's does not (a closed form the fused backward must meet)."""
+    grads = []
+    for scale in (1.0, 0.4):
+        torch.manual_seed(0)
+        net = SpikingNetwork(12, 4, [9], LIF, Exponential(beta=2.0, scale=scale),
+                             weight_init=ScaledNormal(7.0))  # fmt: skip
+        grads.append(loss_and_grads(net, events(), through_spikes=False)[1])
+    fc, readout = "layers.0.fc.weight", "readout_fc.weight"
+    assert grads[0][fc].abs().sum() > 0
+    torch.testing.assert_close(grads[1][fc], 0.4 * grads[0][fc], rtol=1e-10, atol=1e-14)
+    torch.testing.assert_close(grads[1][readout], grads[0][readout], rtol=0, atol=0)
+
+
+SE_ADLIF_OPTIONS = dict(
+    decoding="softmax_sum", ignore_steps=7, readout_tau_syn=None, bias=True,
+    surrogate=Exponential(beta=5.0, scale=0.4),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no_dropout", "dropout"])
+@pytest.mark.parametrize("density", [0.03, 0.3], ids=["events", "dense"])
+@pytest.mark.parametrize("kind", ["lif", "adlif"])
+def test_fused_with_the_se_adlif_network_options(kind, density, dropout):
+    """Bias (also inside the fused loop for event input), dropout, the softmax-sum decoding
+    after ignored steps and the readout without synapse: fused == autograd loop."""
+    nets = twin_networks(kind, "zero", True, True, dropout=dropout, **dict(SE_ADLIF_OPTIONS))
+    x = events(steps=60, density=density)
+    assert (Events.of(x) is not None) == (density < 0.05)  # the first layer gets events
+    with torch.no_grad():  # biases that matter (they start at zero)
+        for net in nets:
+            for name, p in net.named_parameters():
+                if name.endswith("bias"):
+                    p.copy_(torch.linspace(-0.5, 0.5, p.numel()))
+    results = []
+    for net in nets:
+        torch.manual_seed(5)  # the same dropout masks: both draw them in the same order
+        results.append(loss_and_grads(net, x))
+    (out_f, grads_f), (out_a, grads_a) = results
+    for name in out_a.spikes:
+        assert torch.equal(out_f.spikes[name], out_a.spikes[name]), name
+        assert out_a.spikes[name].sum() > 0, name
+    torch.testing.assert_close(out_f.logits, out_a.logits, rtol=1e-10, atol=1e-12)
+    assert {n for n in grads_a if n.endswith("bias")} == {
+        "layers.0.fc.bias", "layers.1.fc.bias", "readout_fc.bias"
+    }  # fmt: skip
+    for name, grad in grads_a.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads_f[name], grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("kind", NEURONS)
 def test_fused_with_the_default_parameters(kind):
     """The neurons as built (v_leak = 0: the step without its leak terms), nothing perturbed."""
     nets = twin_networks(kind, "subtract", True, True, weights_only=True, perturb=False)

@@ -182,9 +182,11 @@ def test_every_surrogate_has_a_c_formula_equal_to_its_derivative():
     assert classes == set(native.SURROGATE_NAMES)
     assert set(native.library().surrogates) == classes  # each passed the check on load
     x = torch.linspace(-2, 2, 41, dtype=torch.float32)
-    for cls, kind in native.library().surrogates.items():  # float32 too
-        expected = cls(3.0).derivative(x, torch.tensor(3.0))
-        torch.testing.assert_close(native.slopes(native.library(), kind, x, 3.0), expected)
+    for cls, kind in native.library().surrogates.items():  # float32 too, and scaled
+        for scale in (1.0, 0.4):
+            expected = cls(3.0, scale=scale).derivative(x, torch.tensor(3.0))
+            got = native.slopes(native.library(), kind, x, 3.0, scale)
+            torch.testing.assert_close(got, expected)
 
 
 @needs_native

@@ -311,6 +311,26 @@ def test_export_names_what_nir_cannot_express(case):
         export_network(net)
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"bias": True}, "model.network.bias=true"),
+        ({"readout_tau_syn": None}, "model.network.readout_tau_syn=null"),
+        ({"ignore_steps": 3}, "model.network.ignore_steps=3"),
+    ],
+    ids=["bias", "readout_without_synapse", "ignore_steps"],
+)
+def test_export_names_the_network_options_it_does_not_write(option, message):
+    net = build(LIF_ZERO, recurrent=False, **option)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        export_network(net)
+
+
+def test_softmax_sum_decoding_round_trips_by_name():
+    graph = export_network(build(LIF_ZERO, recurrent=False, decoding="softmax_sum"))
+    assert import_network(graph).decoding == "softmax_sum"
+
+
 def test_export_refuses_a_smooth_forward_pass():
     torch.manual_seed(0)
     net = SpikingNetwork(C, K, [8], LIF_ZERO, SuperSpike(smooth_forward=True))

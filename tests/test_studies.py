@@ -23,7 +23,7 @@ from spikelight.neurons import LIF, AdLIF
 from spikelight.surrogates import Heaviside, Logistic, SuperSpike
 from spikelight.train import train
 from spikelight.validation import ConfigError, validate_config
-from spikelight.weight_init import ScaledNormal
+from spikelight.weight_init import ScaledNormal, Uniform
 from tests.conftest import REPO_ROOT, compose_config, flat
 from tests.data_fixtures import MNIST_FILES, make_idx_files, make_shd_files, md5_of
 
@@ -156,10 +156,13 @@ def check_preset(cfg, experiment, changed=()):
     for key, value in values.items():
         if key in changed or key.startswith("trainable."):
             continue
+        if key == "seed":
+            assert cfg.seed == value
+            continue
         section, name = key.split(".", 1)
         if section == "data":
             assert getattr(data, name) == pytest.approx(value), key
-        elif section == "neuron" and name.startswith("tau_") and name.endswith("_bounds"):
+        elif section == "neuron" and name.endswith("_bounds"):  # tau_*, adapt_a, adapt_b
             for n in neurons:
                 bounds = n._constraints[name.removesuffix("_bounds")]
                 assert (bounds.lo, bounds.hi) == pytest.approx(value), key
@@ -192,7 +195,29 @@ def check_preset(cfg, experiment, changed=()):
             assert net.decoding == value
         elif key in ("model.network.readout_tau_mem", "model.network.readout_tau_syn"):
             decay = getattr(net.readout, "a_" + key.rsplit("_", 1)[1])
-            assert decay.item() == pytest.approx(math.exp(-net.dt / value), rel=1e-6), key
+            no_filter = value is None  # readout_tau_syn: null, no synaptic filter
+            expected = 0.0 if no_filter else math.exp(-net.dt / value)
+            assert decay.item() == pytest.approx(expected, rel=1e-6), key
+        elif key in ("model.network.dropout", "model.network.ignore_steps"):
+            assert getattr(net, name.rsplit(".", 1)[1]) == value, key
+        elif key == "model.network.bias":
+            projections = [layer.fc for layer in net.layers] + [net.readout_fc]
+            assert all((linear.bias is not None) == value for linear in projections), key
+        elif key == "model.scheduler":
+            assert (model.scheduler_factory is None) == (value is None), key
+        elif key == "weight_init.scale" and isinstance(net.weight_init, Uniform):
+            # w ~ U(-scale / sqrt(fan_in), scale / sqrt(fan_in)): its bound and std (5 s.e.)
+            for w in [layer.fc.weight for layer in net.layers] + [net.readout_fc.weight]:
+                bound = value / math.sqrt(w.shape[1])
+                assert w.abs().max() <= bound, key
+                ratio = w.std().item() * math.sqrt(3) / bound
+                assert abs(ratio - 1) < 5 / math.sqrt(w.numel()), (key, ratio)
+        elif key == "weight_init.recurrent":
+            assert net.weight_init.recurrent == value
+            for layer in net.layers:
+                w = layer.rec.weight.detach()
+                gram = torch.eye(w.shape[0]) * net.weight_init.scale**2
+                assert torch.allclose(w @ w.t(), gram, atol=1e-5) == (value == "orthogonal")
         elif key == "weight_init.scale":
             # weights ~ N(0, (scale / sqrt(fan_in))^2): the sample std, to 5 standard errors
             for w in [layer.fc.weight for layer in net.layers] + [net.readout_fc.weight]:
@@ -285,7 +310,8 @@ def test_randman_study_presets(make_config, monkeypatch, experiment):
     [
         ("shd_spytorch", []),
         ("heterogeneity_shd", ["data.num_steps=40"]),
-        ("shd_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),
+        ("shd_se_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),
+        ("shd_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),  # the alias
     ],
 )
 def test_shd_study_presets_on_generated_files(

@@ -94,3 +94,40 @@ def test_aliases_are_the_same_function():
 def test_bad_beta_is_rejected(beta):
     with pytest.raises(ValueError, match=r"^beta=.*: expected a finite number > 0"):
         surrogates.SuperSpike(beta)
+
+
+@pytest.mark.parametrize("name", FORMULAS)
+def test_scale_multiplies_the_derivative_and_the_primitive(name):
+    """``scale`` (SE-adLIF's SLAYER c) multiplies the backward; finite differences of the
+    scaled primitive give the scaled derivative."""
+    cfg = compose_config([f"surrogate={name}", "surrogate.beta=3.0", "surrogate.scale=0.4"])
+    s = instantiate(cfg.surrogate)
+    x = grid(3.0).requires_grad_(True)
+    s(x).sum().backward()
+    expected = 0.4 * FORMULAS[name](x.detach(), 3.0)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-10, atol=1e-12)
+    b, h = torch.tensor(3.0, dtype=torch.float64), 1e-6 / 3.0
+    xd = x.detach()
+    numeric = (s.primitive(xd + h, b) - s.primitive(xd - h, b)) / (2 * h)
+    torch.testing.assert_close(s.derivative(xd, b), numeric, rtol=1e-5, atol=1e-7)
+
+
+def test_exponential_with_scale_is_slayer_of_se_adlif():
+    """SE-adLIF's ``SLAYER(x, alpha, c) = c * alpha / (2 * exp(|x| * alpha))`` (their
+    ``models/helpers.py``), alpha 5 and c 0.4 as in their SHD preset."""
+    x = torch.linspace(-2, 2, 81, dtype=torch.float64).requires_grad_(True)
+    surrogates.Exponential(beta=5.0, scale=0.4)(x).sum().backward()
+    slayer = 0.4 * 5.0 / (2 * torch.exp(x.detach().abs() * 5.0))
+    torch.testing.assert_close(x.grad, slayer, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [0.0, -0.4, float("nan"), float("inf"), "big"])
+def test_bad_scale_is_rejected(scale):
+    with pytest.raises(ValueError, match=r"^scale=.*: expected a finite number > 0"):
+        surrogates.Exponential(scale=scale)
+
+
+def test_scale_needs_the_spiking_forward():
+    with pytest.raises(ValueError, match=r"^scale=0.4: expected 1 with smooth_forward=true"):
+        surrogates.Logistic(scale=0.4, smooth_forward=True)
+    assert surrogates.Logistic(smooth_forward=True).scale == 1.0

@@ -24,7 +24,7 @@ from spikelight.loggers import dashboard_sinks, media_sinks
 from spikelight.module import layer_activity
 from spikelight.network import SpikingNetwork, hidden_name, selected_names
 from spikelight.neurons.base import Neuron
-from spikelight.weight_init import ScaledNormal
+from spikelight.weight_init import ScaledNormal, Uniform
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,8 @@ class HParamsSummary(L.Callback):
             sink.add_hparams(self.hparams, self.metrics)
 
 
-#: (state, weight_init=scaled) -> the config keys that move a layer out of that state
+#: (state, a fixed-scale weight_init: scaled or uniform) -> the config keys that move a layer
+#: out of that state
 ACTIVITY_FIXES = {
     ("saturated", False): "raise weight_init.xi or lower weight_init.mu_u, or raise "
     "neuron.threshold",
@@ -363,7 +364,7 @@ class ActivityCheck(L.Callback):
             state = "silent"
         else:
             return None
-        scaled = isinstance(pl_module.network.weight_init, ScaledNormal)
+        scaled = isinstance(pl_module.network.weight_init, ScaledNormal | Uniform)
         fix = ACTIVITY_FIXES[state, scaled]
         return (
             f"layer {layer} is {state} at the first validation: {rate:.1f} spikes/s per neuron, "

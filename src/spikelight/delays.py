@@ -131,6 +131,8 @@ class DelayedLinear(nn.Module):
     after each optimiser step (the authors' ``clamp_parameters``).
     """
 
+    bias = None  #: no bias: ``model.network.bias`` is refused with delays
+
     def __init__(self, in_features: int, out_features: int, spec: DelaySpec) -> None:
         super().__init__()
         self.in_features = checks.positive_int("in_features", in_features)

@@ -6,12 +6,20 @@ decoded over time:
 
 - ``max_membrane``: leaky-integrator readout, scores = max over time of its membrane (SPyTorch);
 - ``mean_membrane``: the same readout, scores = mean over time of its membrane;
+- ``softmax_sum``: the same readout, scores = the sum over time of its per-step softmax over the
+  classes (SE-adLIF's ``loss_agg: softmax``, Baronig et al. 2024: cross-entropy is then taken on
+  that sum, as their ``models/pl_module.py`` does);
 - ``spike_count`` / ``spike_rate``: a spiking readout layer, scores = its spike count (sum over
   time) or rate (mean over time), trained with cross-entropy on those.
 
 With ``delays`` (:mod:`spikelight.delays`) each hidden layer's feed-forward projection is a
 ``DelayedLinear``: every synapse also has a learnable delay, and the neurons (the fused loop as
 well) run on the delayed current it gives; ``delays.readout`` delays the readout's input too.
+Every decoding leaves out the first ``ignore_steps`` readout steps (SE-adLIF's
+``ignore_first_timesteps``). Options a preset can select (Baronig et al.'s SHD model uses all):
+``dropout`` on each hidden layer's spikes in training, ``bias`` on every projection (zero at
+the start), ``readout_tau_syn=None`` for a readout without synaptic filter
+(``v_t = a v_{t-1} + (1 - a) W x_t``, SE-adLIF's LI).
 
 A trained network also runs on a stream, chunk by chunk (:meth:`SpikingNetwork.stream`): each
 call continues from the state the previous one left, through the same per-step loop as
@@ -39,9 +47,10 @@ from spikelight.neurons.events import Events, project, project_spikes
 from spikelight.neurons.fused import describe, run_fused
 from spikelight.neurons.leaky_filter import filter_step, leaky_integrate
 from spikelight.surrogates import Surrogate
-from spikelight.weight_init import FluctuationDriven, ScaledNormal
+from spikelight.weight_init import FluctuationDriven, ScaledNormal, Uniform
 
-DECODINGS = ("max_membrane", "mean_membrane", "spike_count", "spike_rate")
+DECODINGS = ("max_membrane", "mean_membrane", "softmax_sum", "spike_count", "spike_rate")
+SPIKING_DECODINGS = ("spike_count", "spike_rate")
 TIME_LOOPS = ("fused", "autograd")
 #: trainable selections of the synapses (the rest name neuron parameters)
 WEIGHT_SELECTIONS = ("weights", "readout", "delays")
@@ -74,19 +83,25 @@ class LeakyReadout(nn.Module):
     """Non-spiking leaky integrator: the LIF sub-threshold dynamics with no threshold.
 
     Per step: ``i_t = a_syn i_{t-1} + x_t``, ``v_t = a_mem v_{t-1} + (1 - a_mem) i_t``, from zero.
+    ``tau_syn=None``: no synaptic filter (``a_syn = 0``, so ``i_t = x_t`` exactly and
+    ``v_t = a_mem v_{t-1} + (1 - a_mem) x_t``: the LI readout of SE-adLIF, ``models/li.py``).
     """
 
-    def __init__(self, size: int, dt: float, tau_mem: float, tau_syn: float) -> None:
+    def __init__(self, size: int, dt: float, tau_mem: float, tau_syn: float | None) -> None:
         super().__init__()
         for name, tau in (("tau_mem", tau_mem), ("tau_syn", tau_syn)):
-            if checks.positive(f"readout_{name}", tau) <= dt:
+            if name == "tau_syn" and tau is None:
+                continue
+            if not (checks.is_number(tau) and math.isfinite(tau) and tau > dt):
+                no_filter = ", or null (no synaptic filter)" if name == "tau_syn" else ""
                 raise ArgumentError(
-                    f"readout_{name}", tau, f"a time constant longer than dt={dt:g} s"
+                    f"readout_{name}", tau, f"a time constant longer than dt={dt:g} s{no_filter}"
                 )
         self.size = size
         self.dt = dt
         self.register_buffer("a_mem", torch.tensor(math.exp(-dt / tau_mem)))
-        self.register_buffer("a_syn", torch.tensor(math.exp(-dt / tau_syn)))
+        a_syn = 0.0 if tau_syn is None else math.exp(-dt / tau_syn)
+        self.register_buffer("a_syn", torch.tensor(a_syn))
 
     def coefficients(self) -> dict[str, float]:
         return {"a_syn": float(self.a_syn), "a_mem": float(self.a_mem)}
@@ -118,14 +133,21 @@ class SpikingLayer(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, neuron: Neuron, recurrent: bool, delays: DelaySpec | None = None
+        self,
+        in_features: int,
+        neuron: Neuron,
+        recurrent: bool,
+        delays: DelaySpec | None = None,
+        bias: bool = False,
     ):
         super().__init__()
         self.neuron = neuron
         #: why this layer runs the autograd loop even when fused is asked for; None: it does not
         self.autograd_reason = neuron.fused_reason()
         if delays is None:
-            self.fc = nn.Linear(in_features, neuron.size, bias=False)
+            self.fc = nn.Linear(in_features, neuron.size, bias=bias)
+        elif bias:
+            raise ArgumentError("bias", bias, "false with delays (a delayed projection has none)")
         else:
             self.fc = DelayedLinear(in_features, neuron.size, delays)
         self.rec = nn.Linear(neuron.size, neuron.size, bias=False) if recurrent else None
@@ -142,12 +164,13 @@ class SpikingLayer(nn.Module):
         ``spikes_in``: ``x`` holds only 0 and 1 (a fused layer's spikes). ``out_weight``: the
         next projection, computed by the fused loop from its spike events when it runs.
         """
+        bias = self.fc.bias
         if fused and self.autograd_reason is None:
             rec = None if self.rec is None else self.rec.weight
             # sparse data: projected inside the fused loop, per event (delays: a convolution)
             events = None if self.delayed else Events.of(x)
             if events is not None:
-                return run_fused(self.neuron, events, rec, self.fc.weight, out_weight)
+                return run_fused(self.neuron, events, rec, self.fc.weight, out_weight, bias)
             current = self.project(x, fused, spikes_in)
             return run_fused(self.neuron, current, rec, out_weight=out_weight)
         current = self.project(x, fused, spikes_in)
@@ -164,16 +187,16 @@ class SpikingLayer(nn.Module):
         """The feed-forward current ``[T, B, N]`` of ``x [T, B, C]`` (delayed, with delays)."""
         if self.delayed:
             return self.fc(x)
-        return _linear(x, self.fc.weight, fused, spikes_in)
+        return _linear(x, self.fc.weight, fused, spikes_in, self.fc.bias)
 
 
-def _linear(x, weight, fused: bool, spikes_in: bool) -> torch.Tensor:
-    """``x @ weight.T``: event-driven for sparse data, boolean-saving for binary spikes."""
+def _linear(x, weight, fused: bool, spikes_in: bool, bias=None) -> torch.Tensor:
+    """``x @ weight.T (+ bias)``: event-driven for sparse data, boolean-saving for binary
+    spikes."""
     if not fused:
-        return nn.functional.linear(x, weight)
-    if spikes_in and x.requires_grad:
-        return project_spikes(x, weight)
-    return project(x, weight)
+        return nn.functional.linear(x, weight, bias)
+    out = project_spikes(x, weight) if spikes_in and x.requires_grad else project(x, weight)
+    return out if bias is None else out + bias
 
 
 def run_neuron(
@@ -235,6 +258,12 @@ class SpikingNetwork(nn.Module):
     :class:`DelaySpec`; None: none) gives each hidden layer's feed-forward synapses (and with
     ``readout`` the readout's) learnable delays; ``delays`` in ``trainable`` trains them, and
     :meth:`anneal_delays` sets the kernels' width of each epoch.
+    ``dropout``: in training, each hidden layer's spikes pass ``nn.functional.dropout`` before
+    the next projection (the readout's too), a fresh mask per time step, sample and neuron (as
+    SE-adLIF drops each step's spikes, ``models/pl_module.py`` ``forward``); the recorded
+    spikes and the recurrence see the spikes undropped. ``bias``: every feed-forward projection
+    (hidden layers and readout; not the recurrent one) has a trained bias, zero at the start.
+    ``ignore_steps``: the readout's first steps that no decoding counts.
     """
 
     def __init__(
@@ -249,10 +278,13 @@ class SpikingNetwork(nn.Module):
         recurrent: bool = False,
         decoding: str = "max_membrane",
         readout_tau_mem: float = 10e-3,
-        readout_tau_syn: float = 5e-3,
-        weight_init: FluctuationDriven | ScaledNormal | None = None,
+        readout_tau_syn: float | None = 5e-3,
+        weight_init: FluctuationDriven | ScaledNormal | Uniform | None = None,
         time_loop: str = "fused",
         delays: Mapping | DelaySpec | None = None,
+        dropout: float = 0.0,
+        bias: bool = False,
+        ignore_steps: int = 0,
     ) -> None:
         super().__init__()
         hidden = list(hidden)
@@ -265,6 +297,10 @@ class SpikingNetwork(nn.Module):
         checks.choice("decoding", decoding, DECODINGS)
         checks.choice("time_loop", time_loop, TIME_LOOPS)
         checks.boolean("recurrent", recurrent)
+        checks.boolean("bias", bias)
+        if not (checks.is_number(dropout) and 0 <= dropout < 1):
+            raise ArgumentError("dropout", dropout, "a probability in [0, 1)")
+        checks.non_negative_int("ignore_steps", ignore_steps)
         trainable = selected_names(trainable)
         if not trainable:
             raise ArgumentError(
@@ -282,6 +318,8 @@ class SpikingNetwork(nn.Module):
         self.decoding = decoding
         self.surrogate = surrogate
         self.fused = time_loop == "fused"
+        self.dropout = float(dropout)
+        self.ignore_steps = ignore_steps
 
         def make_neuron(size: int) -> Neuron:
             return neuron(
@@ -291,14 +329,23 @@ class SpikingNetwork(nn.Module):
         self.layers = nn.ModuleList()
         sizes = [num_inputs, *hidden]
         for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-            self.layers.append(SpikingLayer(n_in, make_neuron(n_out), recurrent, self.delay_spec))
+            self.layers.append(
+                SpikingLayer(n_in, make_neuron(n_out), recurrent, self.delay_spec, bias)
+            )
         self.dt = self.layers[0].neuron.dt
 
         if self.delay_spec is not None and self.delay_spec.readout:
+            if bias:
+                raise ArgumentError(
+                    "bias", bias, "false with delays (a delayed projection has none)"
+                )
             self.readout_fc = DelayedLinear(hidden[-1], num_classes, self.delay_spec)
         else:
-            self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=False)
-        if decoding in ("spike_count", "spike_rate"):
+            self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=bias)
+        for module in (*(layer.fc for layer in self.layers), self.readout_fc):
+            if module.bias is not None:  # as SE-adLIF (nn.Linear would draw them at random)
+                nn.init.zeros_(module.bias)
+        if decoding in SPIKING_DECODINGS:
             self.readout = make_neuron(num_classes)
         else:
             self.readout = LeakyReadout(num_classes, self.dt, readout_tau_mem, readout_tau_syn)
@@ -354,8 +401,8 @@ class SpikingNetwork(nn.Module):
             projection.clamp_()
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters grouped by kind: ``weights``, ``delays``, each neuron
-        parameter, ``surrogate_beta``."""
+        """Trainable parameters grouped by kind: ``weights`` (and biases), ``delays``, each
+        neuron parameter, ``surrogate_beta``."""
         groups: dict[str, list[nn.Parameter]] = {}
         seen: set[int] = set()
         for name, p in self.named_parameters():
@@ -375,24 +422,41 @@ class SpikingNetwork(nn.Module):
         return groups
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:
+        if x.dim() == 3 and x.shape[0] <= self.ignore_steps:
+            raise ArgumentError(
+                "ignore_steps", self.ignore_steps, f"fewer than the input's {x.shape[0]} time steps"
+            )
         spikes = {}
         h = x
         binary = False  # h holds only 0 and 1: the spikes of a fused layer
+        drop = self.dropout > 0 and self.training
         for index, layer in enumerate(self.layers[:-1]):
             h = layer(h, self.fused, binary)
             spikes[hidden_name(index)] = h
             binary = self.fused and layer.autograd_reason is None
-        if isinstance(self.readout_fc, DelayedLinear):
-            h = self.layers[-1](h, self.fused, binary)
-            current = self.readout_fc(h)
+            if drop:
+                h, binary = nn.functional.dropout(h, self.dropout), False
+        last = self.layers[-1]
+        if drop or isinstance(self.readout_fc, DelayedLinear):
+            # dropped spikes are no longer 0/1, and a delayed readout convolves: projected
+            # outside the layer
+            h = spikes[hidden_name(len(self.layers) - 1)] = last(h, self.fused, binary)
+            dropped = nn.functional.dropout(h, self.dropout) if drop else h
+            if isinstance(self.readout_fc, DelayedLinear):
+                current = self.readout_fc(dropped)
+            else:
+                current = nn.functional.linear(dropped, self.readout_fc.weight)
         else:  # the last hidden layer projects its spikes onto the readout (in a fused loop)
-            h, current = self.layers[-1](h, self.fused, binary, self.readout_fc.weight)
-        spikes[hidden_name(len(self.layers) - 1)] = h
+            h, current = last(h, self.fused, binary, self.readout_fc.weight)
+            spikes[hidden_name(len(self.layers) - 1)] = h
+        if self.readout_fc.bias is not None:
+            current = current + self.readout_fc.bias
         if isinstance(self.readout, Neuron):
             readout = spikes["readout"] = run_neuron(self.readout, current, fused=self.fused)
         else:
             readout = self.readout(current, self.fused)
-        return NetworkOutput(logits=decode(readout, self.decoding), readout=readout, spikes=spikes)
+        logits = decode(readout[self.ignore_steps :], self.decoding)
+        return NetworkOutput(logits=logits, readout=readout, spikes=spikes)
 
     # -- streaming ----------------------------------------------------------------------
     @torch.no_grad()
@@ -422,8 +486,10 @@ class SpikingNetwork(nn.Module):
 
         ``output.spikes`` and ``output.readout`` hold the chunk's ``t`` steps; ``output.logits``
         are decoded over every step streamed so far, so after the last chunk they are what
-        :meth:`forward` gives for the whole sequence. The steps run the neurons' ``step`` (as
-        ``time_loop="autograd"``), without autograd; start a stream with :meth:`init_state`.
+        :meth:`forward` gives for the whole sequence (in eval mode: no dropout). The steps run
+        the neurons' ``step`` (as ``time_loop="autograd"``), without autograd; start a stream
+        with :meth:`init_state`. Until ``ignore_steps`` steps have passed, the logits are those
+        of no step (-inf for ``max_membrane``, else 0).
         """
         like = self.readout_fc.weight
         batch, inputs = state.decoded.shape[0], self.layers[0].fc.in_features
@@ -456,11 +522,11 @@ class SpikingNetwork(nn.Module):
             readout, readout_state = run_steps(self.readout, current, state.readout)
         if isinstance(self.readout, Neuron):
             spikes["readout"] = readout
-        decoded = decode_more(state.decoded, readout, self.decoding)
+        counted = readout[max(0, self.ignore_steps - state.steps) :]  # after the ignored steps
+        decoded = decode_more(state.decoded, counted, self.decoding)
         steps = state.steps + x.shape[0]
-        output = NetworkOutput(
-            logits=stream_scores(decoded, steps, self.decoding), readout=readout, spikes=spikes
-        )
+        logits = stream_scores(decoded, max(0, steps - self.ignore_steps), self.decoding)
+        output = NetworkOutput(logits=logits, readout=readout, spikes=spikes)
         state = StreamState(
             tuple(layers), tuple(last), readout_state, tuple(inputs), decoded, steps
         )
@@ -471,12 +537,13 @@ def _stream_projection(projection: nn.Module, h: torch.Tensor, past: torch.Tenso
     """``(current, past)`` of a stream's chunk ``h``: delayed after ``past``, or linear."""
     if isinstance(projection, DelayedLinear):
         return projection.stream(h, past)
-    return nn.functional.linear(h, projection.weight), None
+    return nn.functional.linear(h, projection.weight, projection.bias), None
 
 
 def _is_weight(name: str) -> bool:
-    """A synaptic weight, stored plainly or in units of its scale (``weight_init.RowScale``)."""
-    return name.endswith(("weight", "weight.original"))
+    """A synaptic weight, stored plainly or in units of its scale (``weight_init.RowScale``),
+    or a projection's bias: both train with the ``weights`` selection, in its group."""
+    return name.endswith(("weight", "weight.original", "fc.bias"))
 
 
 def _is_readout(name: str) -> bool:
@@ -484,9 +551,11 @@ def _is_readout(name: str) -> bool:
 
 
 def decode(readout: torch.Tensor, decoding: str) -> torch.Tensor:
-    """Class scores ``[B, K]`` from a readout trace ``[T, B, K]``."""
+    """Class scores ``[B, K]`` from a readout trace ``[T, B, K]`` (the steps that count)."""
     if decoding == "max_membrane":
         return readout.max(0).values
+    if decoding == "softmax_sum":
+        return readout.softmax(-1).sum(0)
     if decoding == "spike_count":
         return readout.sum(0)
     return readout.mean(0)  # mean_membrane, spike_rate
@@ -495,17 +564,21 @@ def decode(readout: torch.Tensor, decoding: str) -> torch.Tensor:
 def decode_more(decoded: torch.Tensor, readout: torch.Tensor, decoding: str) -> torch.Tensor:
     """A stream's running reduction of its readout: ``decoded [B, K]`` of the earlier steps
     combined with the next chunk's trace ``readout [t, B, K]`` (max, or sum, over time)."""
+    if readout.shape[0] == 0:
+        return decoded
     if decoding == "max_membrane":
         return torch.maximum(decoded, readout.max(0).values)
+    if decoding == "softmax_sum":
+        return decoded + readout.softmax(-1).sum(0)
     return decoded + readout.sum(0)
 
 
 def stream_scores(decoded: torch.Tensor, steps: int, decoding: str) -> torch.Tensor:
     """:func:`decode`'s class scores from a stream's running reduction over ``steps`` steps.
 
-    Max and count are exact; a mean's running sum adds chunk by chunk, so it can differ from
-    :func:`decode`'s one reduction in the last bit.
+    Max, count and the softmax sum are exact; a mean's running sum adds chunk by chunk, so it
+    can differ from :func:`decode`'s one reduction in the last bit.
     """
     if decoding in ("mean_membrane", "spike_rate"):
-        return decoded / steps
+        return decoded / max(steps, 1)
     return decoded

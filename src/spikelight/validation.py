@@ -232,6 +232,13 @@ def _check_groups(check: _Checker) -> Any:
     )
     if network is not None:
         _build(check, "model", lambda: instantiate(cfg.model, network=network))
+        steps = check.get("data.num_steps")
+        if isinstance(steps, int) and network.ignore_steps >= steps:
+            check.fail(
+                "model.network.ignore_steps",
+                network.ignore_steps,
+                f"fewer than the data.num_steps={steps} time steps (the readout steps decoded)",
+            )
     return data
 
 

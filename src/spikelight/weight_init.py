@@ -1,5 +1,8 @@
 """How a network's synaptic weights start: fluctuation-driven, or one fixed scale.
 
+:class:`ScaledNormal` and :class:`Uniform` (optionally with orthogonal recurrent weights) use one
+fixed scale for every projection; :class:`FluctuationDriven` derives each one's scale.
+
 :class:`FluctuationDriven` (Rossbroich, Gygax & Zenke 2022, "Fluctuation-driven initialization
 for spiking neural network training", Neuromorph. Comput. Eng. 2, 044016) draws every
 projection's weights ``w ~ N(mu_w, sigma_w^2)`` so that the *free* membrane potential (the
@@ -127,6 +130,45 @@ class ScaledNormal:
 
     def __repr__(self) -> str:
         return f"ScaledNormal(scale={self.scale:g})"
+
+
+RECURRENT_INITS = ("uniform", "orthogonal")
+
+
+class Uniform:
+    """``w ~ U(-scale / sqrt(fan_in), scale / sqrt(fan_in))`` for every feed-forward projection
+    (the hidden layers' and the readout's); recurrent weights the same, or with
+    ``recurrent="orthogonal"`` a random orthogonal matrix times ``scale``
+    (``torch.nn.init.orthogonal_``).
+
+    With ``scale=1`` and ``recurrent="orthogonal"`` this is SE-adLIF's initialisation (Baronig
+    et al. 2024, ``models/alif.py`` ``reset_parameters``: ``uniform_`` within
+    ``+-sqrt(1 / in_features)``, ``orthogonal_(gain=1.0)``; ``models/li.py`` for the readout).
+    """
+
+    def __init__(self, scale: float = 1.0, recurrent: str = "uniform") -> None:
+        self.scale = _number("scale", scale, lo=0.0)
+        if recurrent not in RECURRENT_INITS:
+            raise ValueError(
+                f"weight_init.recurrent must be one of {list(RECURRENT_INITS)}, got {recurrent!r}"
+            )
+        self.recurrent = recurrent
+
+    @torch.no_grad()
+    def initialize(self, network) -> None:
+        for _, projections in spiking_targets(network):
+            for kind, linear in projections:
+                if kind == "rec" and self.recurrent == "orthogonal":
+                    nn.init.orthogonal_(linear.weight, gain=self.scale)
+                else:
+                    bound = self.scale / math.sqrt(linear.in_features)
+                    nn.init.uniform_(linear.weight, -bound, bound)
+
+    def calibrate(self, network, x: torch.Tensor) -> None:
+        """Nothing to measure: the scale is fixed."""
+
+    def __repr__(self) -> str:
+        return f"Uniform(scale={self.scale:g}, recurrent={self.recurrent})"
 
 
 def free_membrane(population: nn.Module, current: torch.Tensor) -> torch.Tensor:

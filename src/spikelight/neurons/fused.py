@@ -141,17 +141,18 @@ def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x
 
 
 class _FusedLayer(torch.autograd.Function):
-    """``(input, W_in, W_rec, W_out, beta, form, events, coefficients...) -> spikes [T,B,N]``
-    (and, with ``W_out``, the next layer's current); see the module docstring.
+    """``(input, W_in, b_in, W_rec, W_out, beta, form, events, coefficients...) -> spikes``
+    ``[T, B, N]`` (and, with ``W_out``, the next layer's current); see the module docstring.
 
     The input is either a current ``[T, B, N]`` (``W_in`` None) or ``Events`` projected by
-    ``W_in`` inside. The forward saves the spikes (events or booleans, see the module) and the
-    state at the start of each chunk of time steps; the backward walks the chunks from last to
-    first, recomputing each chunk's steps from its start state before differentiating them.
+    ``W_in`` inside, plus the bias ``b_in [N]`` (or None) at every step. The forward saves the
+    spikes (events or booleans, see the module) and the state at the start of each chunk of
+    time steps; the backward walks the chunks from last to first, recomputing each chunk's steps
+    from its start state before differentiating them.
     """
 
     @staticmethod
-    def forward(ctx, current, w_in, rec_weight, w_out, beta, form, events, *coefficients):
+    def forward(ctx, current, w_in, b_in, rec_weight, w_out, beta, form, events, *coefficients):
         d = Dynamics.of(form, coefficients)
         like = w_in if events is not None else current
         steps, batch = events.shape[:2] if events is not None else current.shape[:2]
@@ -176,6 +177,8 @@ class _FusedLayer(torch.autograd.Function):
             if events is not None:
                 x = events.project(w_in_t, t0 * batch, t1 * batch, *ptr[c : c + 2], c_loops)
                 x = x.view(t1 - t0, batch, size)
+                if b_in is not None:
+                    x = x + b_in
             else:
                 x = current[t0:t1]
             if kernel is not None:  # the state advances in place
@@ -197,7 +200,7 @@ class _FusedLayer(torch.autograd.Function):
         # the spikes kept: flat positions over [T, B, N], or booleans (a quarter of floats)
         fired = torch.cat(spike_index) if kernel is not None else spikes.bool()
         ctx.save_for_backward(
-            fired, torch.stack(chunk_states), current if events is None else None, w_in,
+            fired, torch.stack(chunk_states), current if events is None else None, w_in, b_in,
             rec_weight, w_out, beta,
             *((events.index, events.values) if events is not None else (None, None)),
             *coefficients,
@@ -215,13 +218,15 @@ class _FusedLayer(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, grad_out=None):
         form, chunk, starts, spike_ptr = ctx.form, ctx.chunk, ctx.starts, ctx.spike_ptr
-        (fired, chunk_states, current, w_in, rec_weight, w_out, beta, event_index, event_values,
-         *coefficients) = ctx.saved_tensors  # fmt: skip
+        (fired, chunk_states, current, w_in, b_in, rec_weight, w_out, beta, event_index,
+         event_values, *coefficients) = ctx.saved_tensors  # fmt: skip
         d = Dynamics.of(form, coefficients)
         events = None if ctx.event_shape is None else Events(event_index, event_values,
                                                              ctx.event_shape)  # fmt: skip
-        need = dict(zip(("x", "w_in", "w", "w_out", "beta"), ctx.needs_input_grad, strict=False))
-        need.update(zip(form.slots, ctx.needs_input_grad[7:], strict=True))
+        need = dict(
+            zip(("x", "w_in", "b_in", "w", "w_out", "beta"), ctx.needs_input_grad, strict=False)
+        )
+        need.update(zip(form.slots, ctx.needs_input_grad[8:], strict=True))
         need["w_out"] = need["w_out"] and grad_out is not None
         steps, batch, size = ctx.shape
         k_states = len(form.states)
@@ -253,7 +258,7 @@ class _FusedLayer(torch.autograd.Function):
             return buffers[name][:k]
 
         grad_x = torch.empty_like(current) if need["x"] else None
-        grad_w_in_t = grad_w_t = grad_w_out_t = grad_beta = None
+        grad_w_in_t = grad_b_in = grad_w_t = grad_w_out_t = grad_beta = None
         lam = like.new_zeros(k_states, batch, size)  # dL/ds_t (the C loops update it in place)
         lam_rows = tuple(lam.unbind(0))
         carry = None  # dL/dz_{t0-1} from the recurrence, across chunks (PyTorch loops)
@@ -266,6 +271,8 @@ class _FusedLayer(torch.autograd.Function):
                 x = events.project(w_in_t, t0 * batch, t1 * batch, *ctx.ptr[c : c + 2],
                                    ctx.c_loops)  # fmt: skip
                 x = x.view(k, batch, size)
+                if b_in is not None:
+                    x = x + b_in
             else:
                 x = current[t0:t1]
             p_hist = scratch("p", k, k_states)
@@ -337,6 +344,9 @@ class _FusedLayer(torch.autograd.Function):
             del x
             # -- the chunk's weight gradients: sums over the events (C), or dense products ---
             flat_grad = grad_in.reshape(k * batch, size)
+            if need["b_in"]:  # in_t = W_in s_t + b_in + W z_{t-1}
+                g = flat_grad.sum(0)
+                grad_b_in = g if grad_b_in is None else grad_b_in + g
             if need["w_in"]:
                 lo, hi = ctx.ptr[c : c + 2]
                 index, width = events.index[lo:hi], events.shape[2]
@@ -389,6 +399,7 @@ class _FusedLayer(torch.autograd.Function):
         return (
             grad_x,
             None if grad_w_in_t is None else grad_w_in_t.t(),
+            grad_b_in,
             None if grad_w_t is None else grad_w_t.t(),
             None if grad_w_out_t is None else grad_w_out_t.t(),
             grad_beta,
@@ -405,9 +416,11 @@ def run_fused(
     rec_weight: torch.Tensor | None = None,
     in_weight: torch.Tensor | None = None,
     out_weight: torch.Tensor | None = None,
+    in_bias: torch.Tensor | None = None,
 ):
     """Spikes ``[T, B, N]`` of ``neuron`` driven by a current ``source [T, B, N]``, or by
-    ``Events`` through ``in_weight [N, C]``, plus the recurrent ``rec_weight [N, N]``.
+    ``Events`` through ``in_weight [N, C]`` (plus ``in_bias [N]`` at every step, or None),
+    plus the recurrent ``rec_weight [N, N]``.
 
     With ``out_weight [K, N]`` it returns ``(spikes, spikes @ out_weight.T)``: the next layer's
     input current, computed from the spike events, and its gradient taken one chunk of time
@@ -419,10 +432,12 @@ def run_fused(
     events = source if isinstance(source, Events) else None
     if (events is None) != (in_weight is None):
         raise ValueError("run_fused takes in_weight exactly when the source is Events")
+    if in_bias is not None and events is None:
+        raise ValueError("run_fused takes in_bias only with Events (add it to a current)")
     like = in_weight if events is not None else source
     d = neuron.dynamics().map(lambda t: t.to(like.dtype))
     beta = d.form.surrogate.beta.to(like.device)
     return _FusedLayer.apply(
-        None if events is not None else source, in_weight, rec_weight, out_weight, beta, d.form,
-        events, *d.tensors(),
+        None if events is not None else source, in_weight, in_bias, rec_weight, out_weight, beta,
+        d.form, events, *d.tensors(),
     )  # fmt: skip

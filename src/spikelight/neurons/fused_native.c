@@ -60,7 +60,7 @@ typedef struct {
     int64_t batch, size, states;
     int32_t membrane, adaptive; /* adaptive: the row added to the threshold, or -1 */
     int32_t reset, detach_reset, rectify, surrogate, n_pre, n_post;
-    double beta;
+    double beta, scale; /* the surrogate's steepness and the factor on its derivative */
     int32_t pre_row[MAX_TERMS], pre_col[MAX_TERMS]; /* the entries of A, in dynamics.py order */
     int32_t post_row[MAX_TERMS], post_col[MAX_TERMS]; /* of E */
     int32_t replaced[MAX_STATES]; /* 1: the post-spike update replaces this row */
@@ -105,7 +105,8 @@ static const struct { const char *name; int64_t value; } LAYOUT[] = {
     SIZE(Layer), FIELD(Layer, batch), FIELD(Layer, size), FIELD(Layer, states),
     FIELD(Layer, membrane), FIELD(Layer, adaptive), FIELD(Layer, reset),
     FIELD(Layer, detach_reset), FIELD(Layer, rectify), FIELD(Layer, surrogate),
-    FIELD(Layer, n_pre), FIELD(Layer, n_post), FIELD(Layer, beta), FIELD(Layer, pre_row),
+    FIELD(Layer, n_pre), FIELD(Layer, n_post), FIELD(Layer, beta), FIELD(Layer, scale),
+    FIELD(Layer, pre_row),
     FIELD(Layer, pre_col), FIELD(Layer, post_row), FIELD(Layer, post_col),
     FIELD(Layer, replaced), FIELD(Layer, pre), FIELD(Layer, post), FIELD(Layer, input),
     FIELD(Layer, constant), FIELD(Layer, post_spike), FIELD(Layer, threshold),
@@ -163,9 +164,10 @@ int64_t layout_entries(const char **names, int64_t *values, int64_t capacity) {
 #else /* --------------------------------------- the typed part, once per REAL ---------- */
 #define T REAL
 
-/* The surrogate's derivative at u - theta: the formulas of surrogates.py (checked on load). */
+/* The surrogate's derivative at u - theta: the formulas of surrogates.py (checked on load),
+ * times scale (Surrogate.derivative multiplies the same way, after the formula). */
 void F(surrogate_slopes)(int kind, int64_t N, const T *restrict u, const T *restrict theta,
-                         T beta, T *restrict out) {
+                         T beta, T scale, T *restrict out) {
     switch (kind) {
     case SURROGATE_FAST_SIGMOID:
         ROW {
@@ -197,6 +199,7 @@ void F(surrogate_slopes)(int kind, int64_t N, const T *restrict u, const T *rest
     default:
         ROW out[n] = (T)0;
     }
+    if (scale != (T)1) ROW out[n] = out[n] * scale;
 }
 
 /* acc += v_f * base[(rows[f] - shift) * ld ..] for f < count (v_f = values[f], or 1 when
@@ -485,7 +488,8 @@ static int F(back_rows)(const Layer *L, const Back *K, int64_t lo, int64_t hi,
             ROW grad_theta[n] = 0;
         }
         if (K->grad_z) memcpy((T *)K->grad_z + now, grad_z, sizeof(T) * N);
-        F(surrogate_slopes)(L->surrogate, N, u, theta, (T)L->beta, slope); /* z = H(u - theta) */
+        F(surrogate_slopes)(L->surrogate, N, u, theta, (T)L->beta, (T)L->scale, slope);
+        /* z = H(u - theta) */
         ROW {
             const T through = grad_z[n] * slope[n];
             g[n] = g[n] + through;

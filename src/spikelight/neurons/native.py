@@ -45,6 +45,7 @@ class Layer(ctypes.Structure):
         ("batch", _I64), ("size", _I64), ("states", _I64), ("membrane", _I32),
         ("adaptive", _I32), ("reset", _I32), ("detach_reset", _I32), ("rectify", _I32),
         ("surrogate", _I32), ("n_pre", _I32), ("n_post", _I32), ("beta", ctypes.c_double),
+        ("scale", ctypes.c_double),
         ("pre_row", _I32 * MAX_TERMS), ("pre_col", _I32 * MAX_TERMS),
         ("post_row", _I32 * MAX_TERMS), ("post_col", _I32 * MAX_TERMS),
         ("replaced", _I32 * MAX_STATES), ("pre", _P * MAX_TERMS), ("post", _P * MAX_TERMS),
@@ -169,7 +170,7 @@ def library() -> ctypes.CDLL | None:
         signatures = {
             "run_chunk": ([ctypes.POINTER(Layer), ctypes.POINTER(Chunk)], _I64),
             "back_step": ([ctypes.POINTER(Layer), ctypes.POINTER(Back)], status),
-            "surrogate_slopes": ([ctypes.c_int, _I64, _P, _P, real, _P], None),
+            "surrogate_slopes": ([ctypes.c_int, _I64, _P, _P, real, real, _P], None),
             "list_nonzero": ([_P, _I64, _P], _I64),
             "scatter_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], status),
             "gather_rows": ([_P, _P, _P, _I64, _I64, _I64, _I64, _P, _I64], None),
@@ -198,30 +199,31 @@ SURROGATE_NAMES = {
 }  # fmt: skip
 
 
-def slopes(lib, kind: int, x: torch.Tensor, beta: float) -> torch.Tensor:
-    """The C formula ``kind`` at ``x`` (contiguous, 1-D, float32 or float64)."""
+def slopes(lib, kind: int, x: torch.Tensor, beta: float, scale: float = 1.0) -> torch.Tensor:
+    """The C formula ``kind`` at ``x`` (contiguous, 1-D, float32 or float64), times ``scale``."""
     out, zeros = torch.empty_like(x), torch.zeros_like(x)
     function = getattr(lib, f"surrogate_slopes_{_SUFFIX[x.dtype]}")
-    function(kind, x.numel(), x.data_ptr(), zeros.data_ptr(), beta, out.data_ptr())
+    function(kind, x.numel(), x.data_ptr(), zeros.data_ptr(), beta, scale, out.data_ptr())
     return out
 
 
 def _checked_surrogates(lib) -> dict[type, int]:
     """Each surrogate class whose C formula equals its ``derivative`` (float64, on a grid over
-    several steepnesses), with its number; one that differs is left out with a warning, so
-    layers with it run the PyTorch loops."""
+    several steepnesses and scales), with its number; one that differs is left out with a
+    warning, so layers with it run the PyTorch loops."""
     x = torch.linspace(-3, 3, 601, dtype=torch.float64)
     kinds = {}
     for cls, name in SURROGATE_NAMES.items():
         kind = lib.constants[name]
         agree = all(
             torch.allclose(
-                slopes(lib, kind, x, beta),
-                cls(beta).derivative(x, torch.tensor(beta, dtype=torch.float64)),
+                slopes(lib, kind, x, beta, scale),
+                cls(beta, scale=scale).derivative(x, torch.tensor(beta, dtype=torch.float64)),
                 rtol=1e-12,
                 atol=1e-15,
             )  # fmt: skip
             for beta in (0.5, 2.0, 25.0)
+            for scale in (1.0, 0.4)
         )
         if agree:
             kinds[cls] = kind
@@ -354,7 +356,7 @@ class Kernel:
             adaptive=-1 if form.adaptive is None else form.adaptive,
             reset=constants[f"RESET_{form.reset.upper()}"], detach_reset=int(form.detach_reset),
             rectify=int(form.rectify), surrogate=surrogate_kind(form.surrogate),
-            n_pre=len(pre), n_post=len(post), beta=beta,
+            n_pre=len(pre), n_post=len(post), beta=beta, scale=form.surrogate.scale,
             pre_row=(_I32 * MAX_TERMS)(*(j for (j, _), _ in pre)),
             pre_col=(_I32 * MAX_TERMS)(*(col for (_, col), _ in pre)),
             post_row=(_I32 * MAX_TERMS)(*(j for (j, _), _ in post)),

@@ -55,12 +55,7 @@ DEFAULT_TAU_BOUNDS = (1e-3, 0.5)
 
 def export_network(network: SpikingNetwork) -> nir.NIRGraph:
     """The NIR graph of ``network`` (raises ``ValueError`` naming what NIR cannot express)."""
-    if network.delayed_projections():
-        raise ValueError(
-            "the network has synaptic delays (model.network.delays), one per synapse; "
-            "a NIR Linear node has none and NIR's Delay delays whole channels, so the graph "
-            "would run another network: export a network without delays"
-        )
+    _check_exportable(network)
     fan_in = network.layers[0].fc.in_features
     nodes: dict[str, nir.NIRNode] = {"input": nir.Input(input_type=np.array([fan_in]))}
     edges: list[tuple[str, str]] = []
@@ -83,6 +78,26 @@ def export_network(network: SpikingNetwork) -> nir.NIRGraph:
     edges += [(previous, "readout_fc"), ("readout_fc", "readout"), ("readout", "output")]
     metadata = {"source": "spikelight", "dt": float(network.dt), "decoding": network.decoding}
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata)
+
+
+def _check_exportable(network: SpikingNetwork) -> None:
+    """The network options this export does not write (it writes ``Linear`` nodes and a
+    CubaLI readout, and keeps only the decoding's name)."""
+    if network.readout_fc.bias is not None:
+        raise ValueError(
+            "model.network.bias=true cannot be exported: spikelight writes Linear nodes "
+            "without bias; train with model.network.bias=false"
+        )
+    if isinstance(network.readout, LeakyReadout) and float(network.readout.a_syn) == 0:
+        raise ValueError(
+            "model.network.readout_tau_syn=null (no synaptic filter) cannot be exported as "
+            "the CubaLI readout; train with a readout_tau_syn > dt"
+        )
+    if network.ignore_steps:
+        raise ValueError(
+            f"model.network.ignore_steps={network.ignore_steps} is not part of a NIR graph; "
+            "train with model.network.ignore_steps=0"
+        )
 
 
 def import_network(
