@@ -83,6 +83,12 @@ def export_network(network: SpikingNetwork) -> nir.NIRGraph:
 def _check_exportable(network: SpikingNetwork) -> None:
     """The network options this export does not write (it writes ``Linear`` nodes and a
     CubaLI readout, and keeps only the decoding's name)."""
+    if network.delayed_projections():
+        raise ValueError(
+            "the network has synaptic delays (model.network.delays), one per synapse; "
+            "a NIR Linear node has none and NIR's Delay delays whole channels, so the graph "
+            "would run another network: export a network without delays"
+        )
     if network.readout_fc.bias is not None:
         raise ValueError(
             "model.network.bias=true cannot be exported: spikelight writes Linear nodes "
