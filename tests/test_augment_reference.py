@@ -7,12 +7,14 @@ merging and splitting entries against dense truth."""
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import pytest
 import torch
+from data_fixtures import make_shd_files
 from torch.nn import functional as F
 
-from spikelight.data import augment
+from spikelight.data import augment, shd
 from spikelight.data.augment import (
     Augmentation,
     ChannelShift,
@@ -29,6 +31,7 @@ from spikelight.data.augment import (
     _partners,
 )
 from spikelight.data.events import Events
+from spikelight.data.shd import SHDDataModule
 
 TIME, INPUTS = 1, 2
 
@@ -284,3 +287,31 @@ def test_the_event_functions_give_events_for_events_and_dense_for_dense():
     for function, args in cases:
         dense, events = function(x, *args), function(Events.of(x), *args)
         assert isinstance(events, Events) and torch.equal(events.dense(), dense), function
+
+
+# -- the data module hands its stored events to the augmentation ------------------------------
+def test_shd_training_batches_are_augmented_from_their_events_as_from_the_dense_batch(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(shd, "CHECKSUMS", {})  # generated files are not the published ones
+    make_shd_files(tmp_path, n_train=20, n_test=6)
+    order = ["time_shift", "time_jitter", "channel_shift", "event_drop", "cutmix", "mixup"]
+    module = SHDDataModule(
+        tmp_path, batch_size=8, num_steps=20, download=False, augment=Augmentation(order)
+    )
+    module.setup()
+    batch = next(iter(module.train_dataloader()))
+    dense = shd.densify(batch[0], 20, 700)
+    events = shd.batch_events(batch[0], 20, 700)
+    assert events.ordered and events.unique and torch.equal(events.dense(), dense)
+    listed = Events.of(dense)
+    assert all(
+        torch.equal(getattr(events, k), getattr(listed, k))
+        for k in ("sample", "step", "channel", "value")
+    )
+    module.trainer = SimpleNamespace(training=True, global_rank=0)
+    x, y = module.on_after_batch_transfer(batch, 0)
+    module.reset_encoding_generators()
+    generator = module.encoding_generator(dense.device, train=True)
+    want = module.augment(dense, batch[1], module.num_classes, generator)
+    assert torch.equal(x, want[0]) and torch.equal(y, want[1])

@@ -48,8 +48,9 @@ class SpikeDataModule(L.LightningDataModule):
     #: ``__init__`` (an instance attribute, so it is not bound as a method; picklable for workers).
     collate_fn: Callable[[list], Any] | None = None
     #: Training-only transform ``augment(x, y, num_classes, generator) -> (x, y)`` of encoded
-    #: batches (:class:`~spikelight.data.augment.Augmentation`); ``None``: none. Data modules
-    #: that take an ``augment`` argument set it in ``__init__``.
+    #: batches, given as :meth:`augment_input` makes them
+    #: (:class:`~spikelight.data.augment.Augmentation`); ``None``: none. Data modules that take
+    #: an ``augment`` argument set it in ``__init__``.
     augment: Callable | None = None
 
     def __init__(
@@ -202,8 +203,14 @@ class SpikeDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
-        x = self.encode(x, train=training)
         if training and self.augment:
+            x = self.augment_input(x)
             generator = self.encoding_generator(x.device, train=True)
-            x, y = self.augment(x, y, self.num_classes, generator)
-        return x, y
+            return self.augment(x, y, self.num_classes, generator)
+        return self.encode(x, train=training), y
+
+    def augment_input(self, x):
+        """A training batch as ``augment`` takes it: encoded ``[B, T, C]`` by default. Datasets
+        stored as events may give :class:`~spikelight.data.events.Events` instead, which the
+        augmentation transforms without listing a dense batch's entries first."""
+        return self.encode(x, train=True)

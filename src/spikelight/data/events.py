@@ -38,8 +38,19 @@ class Events:
     @classmethod
     def of(cls, x: Tensor) -> Events:
         """The non-zero entries of ``x [B, T, C]``, in row-major order."""
-        sample, step, channel = x.nonzero().T.contiguous()
-        return cls(tuple(x.shape), sample, step, channel, x[sample, step, channel])
+        flat = x.reshape(-1)
+        places = flat.nonzero().squeeze(1)
+        sample, step, channel = torch.unravel_index(places, x.shape)
+        return cls(tuple(x.shape), sample, step, channel, flat.index_select(0, places))
+
+    @classmethod
+    def listed(cls, shape, sample: Tensor, step: Tensor, channel: Tensor, value: Tensor) -> Events:
+        """Entries given in any order, the flags found from them (one pass over the entries)."""
+        events = cls(tuple(shape), sample, step, channel, value, ordered=False, unique=False)
+        places = events.places()
+        ordered = bool((places[1:] >= places[:-1]).all())
+        unique = ordered and bool((places[1:] > places[:-1]).all()) and bool((value != 0).all())
+        return dataclasses.replace(events, ordered=ordered, unique=unique)
 
     @property
     def device(self) -> torch.device:
@@ -60,65 +71,61 @@ class Events:
         out.view(-1).index_put_((self.places(),), self.value, accumulate=not self.unique)
         return out
 
-    def select(self, keep: Tensor) -> Events:
-        """The entries where ``keep`` (boolean, one per entry) holds, in their order."""
+    def take(self, index: Tensor, **order: bool) -> Events:
+        """Entries ``index`` (long), in that order; ``order`` updates ``ordered``/``unique``."""
         return dataclasses.replace(
             self,
-            sample=self.sample[keep],
-            step=self.step[keep],
-            channel=self.channel[keep],
-            value=self.value[keep],
+            sample=self.sample.index_select(0, index),
+            step=self.step.index_select(0, index),
+            channel=self.channel.index_select(0, index),
+            value=self.value.index_select(0, index),
+            **order,
         )
+
+    def select(self, keep: Tensor) -> Events:
+        """The entries where ``keep`` (boolean, one per entry) holds, in their order."""
+        index = keep.nonzero().squeeze(1)  # then index_select: faster than 4 boolean masks
+        return self if len(index) == len(keep) else self.take(index)
 
     def moved(self, step: Tensor | None = None, channel: Tensor | None = None, **order) -> Events:
         """The entries at new steps or channels, those outside the batch dropped. ``order``
         (``ordered=``, ``unique=``) states what the move preserves; by default nothing."""
-        step = self.step if step is None else step
-        channel = self.channel if channel is None else channel
         _, steps, channels = self.shape
-        inside = (step >= 0) & (step < steps) & (channel >= 0) & (channel < channels)
-        order = {"ordered": False, "unique": False} | order
-        moved = dataclasses.replace(self, step=step, channel=channel, **order)
-        return moved.select(inside)
+        inside, changes = None, {"ordered": False, "unique": False} | order
+        for name, new, size in (("step", step, steps), ("channel", channel, channels)):
+            if new is not None:
+                within = (new >= 0) & (new < size)
+                inside = within if inside is None else inside & within
+                changes[name] = new
+        moved = dataclasses.replace(self, **changes)
+        return moved if inside is None else moved.select(inside)
 
     def canonical(self) -> Events:
         """The same batch listed as :meth:`of` lists it: entries at one place added (in their
         order), zero sums left out, row-major order."""
         if self.ordered and self.unique:
             return self
-        places, sample, step, channel, value = (
-            self.places(),
-            self.sample,
-            self.step,
-            self.channel,
-            self.value,
-        )
+        events, places = self, self.places()
         if not self.ordered:
             places, order = torch.sort(places, stable=True)
-            sample, step, channel, value = sample[order], step[order], channel[order], value[order]
+            events = self.take(order)
         first = torch.ones_like(places, dtype=torch.bool)
         first[1:] = places[1:] != places[:-1]
-        runs = first.cumsum(0) - 1
         total = torch.zeros(int(first.sum()), dtype=self.dtype, device=self.device)
-        total.index_add_(0, runs, value)
-        merged = Events(self.shape, sample[first], step[first], channel[first], total)
-        return merged.select(total != 0)
+        total.index_add_(0, first.cumsum(0) - 1, events.value)
+        merged = events.take(first.nonzero().squeeze(1), ordered=True, unique=True)
+        return dataclasses.replace(merged, value=total).select(total != 0)
 
     def split(self) -> Events:
         """One entry of value 1 per event, an entry of count ``n`` giving ``n`` in a row, in
         the canonical order. The values must be whole counts (a fraction is cut off)."""
         events = self.canonical()
+        if bool((events.value == 1).all()):  # the entries are the events
+            return events
         counts = events.value.long()
         entry = torch.repeat_interleave(counts, output_size=int(counts.sum()))
-        return Events(
-            self.shape,
-            events.sample[entry],
-            events.step[entry],
-            events.channel[entry],
-            torch.ones(len(entry), dtype=self.dtype, device=self.device),
-            ordered=True,
-            unique=False,
-        )
+        units = events.take(entry, unique=False)
+        return dataclasses.replace(units, value=torch.ones_like(entry, dtype=self.dtype))
 
 
 def as_events(x: Tensor | Events) -> Events:
