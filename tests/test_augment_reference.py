@@ -1,8 +1,9 @@
 """The event-list augmentations against the dense implementations they replaced, written out here
 as the reference: on random count batches, every transform and whole pipelines give exactly the
 same batch and targets from the same generator (the same draws, in the same order), so seeded
-and resumed runs augment as they did before. And the event form on its own: listing, writing,
-merging and splitting entries against dense truth."""
+and resumed runs augment as they did before; only event drop draws differently (one uniform per
+event instead of torch.binomial per entry: the same distribution, ~5x cheaper). And the event
+form on its own: listing, writing, merging and splitting entries against dense truth."""
 
 from __future__ import annotations
 
@@ -110,10 +111,12 @@ def ref_transform(t, x, y, g):
         drawn = t.low + (t.high - t.low) * torch.rand(batch, generator=g)
         factors = torch.where(_chance(t.p, batch, x, g), drawn, torch.ones_like(drawn))
         return ref_stretch(x, factors), y
-    if isinstance(t, EventDrop):
-        occupied = x != 0
-        counts = x[occupied]
-        kept = torch.binomial(counts, torch.full_like(counts, 1 - t.p), generator=g)
+    if isinstance(t, EventDrop):  # the one change of draws: one uniform per event, in order
+        occupied = x != 0  # (was torch.binomial per entry: the same distribution)
+        counts = x[occupied].long()
+        survived = (torch.rand(int(counts.sum()), generator=g) < 1 - t.p).to(x.dtype)
+        entry = torch.repeat_interleave(counts)
+        kept = torch.zeros(len(counts)).index_add_(0, entry, survived)
         return x.masked_scatter(occupied, kept), y
     if isinstance(t, Mixup):
         partner = _partners(x, g)
@@ -315,3 +318,12 @@ def test_shd_training_batches_are_augmented_from_their_events_as_from_the_dense_
     generator = module.encoding_generator(dense.device, train=True)
     want = module.augment(dense, batch[1], module.num_classes, generator)
     assert torch.equal(x, want[0]) and torch.equal(y, want[1])
+
+
+def test_event_drop_draws_one_uniform_per_event_in_row_major_order():
+    x = torch.zeros(1, 3, 2)
+    x[0, 2, 0], x[0, 0, 1] = 1, 3  # events: (0, 1) three times, then (2, 0)
+    u = torch.rand(4, generator=seeded(3))
+    kept = EventDrop(p=0.5).apply(x, seeded(3))
+    assert kept[0, 0, 1] == (u[:3] < 0.5).sum() and kept[0, 2, 0] == (u[3] < 0.5).float()
+    assert kept.sum() == (u < 0.5).sum() and kept[0, 1].sum() == 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ def shift(x: Batch, shifts: Tensor, dim: int) -> Batch:
     """Sample ``b`` moved by ``shifts[b]`` places along ``dim`` (1: time, 2: inputs): entries
     moved past either end are dropped, and the places they leave are zero."""
     events = as_events(x)
-    moved = (events.step if dim == TIME else events.channel) + shifts[events.sample]
+    moved = (events.step if dim == TIME else events.channel) + events.per_entry(shifts)
     place = {"step" if dim == TIME else "channel": moved}
     # one offset per sample keeps each sample's entries apart and in order
     return same_form(x, events.moved(**place, ordered=events.ordered, unique=events.unique))
@@ -75,7 +76,7 @@ def stretch_time(x: Batch, factors: Tensor) -> Batch:
     t = torch.arange(steps, device=events.device, dtype=factors.dtype)
     target = torch.floor(t * factors[:, None] + 0.5).long()  # [B, T]
     # bins that meet interleave their inputs: neither order nor uniqueness is kept
-    return same_form(x, events.moved(step=target[events.sample, events.step]))
+    return same_form(x, events.moved(step=events.per_entry(target, events.step)))
 
 
 def mask_ranges(x: Batch, starts: Tensor, widths: Tensor, dim: int) -> Batch:
@@ -86,16 +87,21 @@ def mask_ranges(x: Batch, starts: Tensor, widths: Tensor, dim: int) -> Batch:
     covered = (i >= starts[..., None]) & (i < (starts + widths)[..., None])  # [B, M, size]
     keep = ~covered.any(dim=1)  # [B, size]
     at = events.step if dim == TIME else events.channel
-    return same_form(x, events.select(keep[events.sample, at]))
+    return same_form(x, events.select(events.per_entry(keep, at)))
 
 
 def thin_events(x: Batch, keep: float, generator: torch.Generator | None) -> Batch:
-    """Each event kept with probability ``keep``: a count ``n`` becomes ``Binomial(n, keep)``,
-    drawn for the non-zero entries in row-major order."""
+    """Each event kept with probability ``keep``, one uniform draw per event in the order of
+    :meth:`Events.split`: a count ``n`` becomes ``Binomial(n, keep)``. (One draw per event, not
+    ``torch.binomial`` per entry: as likely, and ~5x cheaper for SHD's counts of mostly 1.)"""
     events = as_events(x).canonical()
-    kept = torch.binomial(events.value, torch.full_like(events.value, keep), generator=generator)
-    thinned = dataclasses.replace(events, value=kept)
-    return same_form(x, thinned.select(kept != 0))
+    entry = events.event_entries()
+    draws = len(events.value) if entry is None else len(entry)
+    kept = torch.rand(draws, generator=generator, device=events.device) < keep
+    kept = kept.to(events.dtype)
+    if entry is not None:  # events back to their entries
+        kept = torch.zeros_like(events.value).index_add_(0, entry, kept)
+    return same_form(x, dataclasses.replace(events, value=kept).select(kept != 0))
 
 
 def mix(x: Tensor, y: Tensor, partner: Tensor, lam: Tensor) -> tuple[Tensor, Tensor]:
@@ -103,7 +109,12 @@ def mix(x: Tensor, y: Tensor, partner: Tensor, lam: Tensor) -> tuple[Tensor, Ten
     target ``[B, K]`` likewise."""
     lam = lam.to(x.dtype)
     own, other = lam[:, None, None], (1 - lam)[:, None, None]
-    mixed = torch.index_select(x, 0, partner).mul_(other).add_(x * own)  # two copies of x, not four
+    mixed = torch.empty_like(x, memory_format=torch.contiguous_format)
+    block = max(1, 2**20 // max(1, math.prod(x.shape[1:])))  # ~2^20 values: small temporaries
+    for start in range(0, len(x), block):
+        part = slice(start, start + block)
+        torch.mul(own[part], x[part], out=mixed[part])
+        mixed[part].add_(x[partner[part]].mul_(other[part]))
     return mixed, lam[:, None] * y + (1 - lam)[:, None] * y[partner]
 
 
@@ -238,7 +249,7 @@ class TimeJitter(Transform):
     def apply(self, x, generator=None):
         units = as_events(x).split()
         offsets = _integers(-self.max_jitter, self.max_jitter, units.step.shape, x, generator)
-        offsets = offsets * _chance(self.p, x.shape[0], x, generator)[units.sample]
+        offsets = offsets * units.per_entry(_chance(self.p, x.shape[0], x, generator))
         return same_form(x, _jittered(units, offsets))
 
     def check_fits(self, num_steps, num_inputs):

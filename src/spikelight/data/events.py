@@ -65,6 +65,13 @@ class Events:
         _, steps, channels = self.shape
         return (self.sample * steps + self.step) * channels + self.channel
 
+    def per_entry(self, table: Tensor, at: Tensor | None = None) -> Tensor:
+        """``table[sample]`` (``table [B]``) or ``table[sample, at]`` (``[B, S]``) of every
+        entry (by index_select: several times faster on CPU than advanced indexing)."""
+        if at is None:
+            return table.index_select(0, self.sample)
+        return table.reshape(-1).index_select(0, self.sample * table.shape[1] + at)
+
     def dense(self) -> Tensor:
         """The batch ``[B, T, C]``: zero where no entry is, entries at one place added."""
         out = torch.zeros(self.shape, dtype=self.dtype, device=self.device)
@@ -105,27 +112,36 @@ class Events:
         order), zero sums left out, row-major order."""
         if self.ordered and self.unique:
             return self
-        events, places = self, self.places()
+        places, value, order = self.places(), self.value, None
         if not self.ordered:
             places, order = torch.sort(places, stable=True)
-            events = self.take(order)
+            value = value.index_select(0, order)
         first = torch.ones_like(places, dtype=torch.bool)
         first[1:] = places[1:] != places[:-1]
-        total = torch.zeros(int(first.sum()), dtype=self.dtype, device=self.device)
-        total.index_add_(0, first.cumsum(0) - 1, events.value)
-        merged = events.take(first.nonzero().squeeze(1), ordered=True, unique=True)
-        return dataclasses.replace(merged, value=total).select(total != 0)
+        starts = first.nonzero().squeeze(1)  # of each run of entries at one place
+        if len(starts) < len(places):
+            value = torch.zeros(len(starts), dtype=self.dtype, device=self.device).index_add_(
+                0, first.cumsum(0) - 1, value
+            )
+        index = starts if order is None else order.index_select(0, starts)
+        merged = dataclasses.replace(self.take(index, ordered=True, unique=True), value=value)
+        return merged.select(value != 0)
+
+    def event_entries(self) -> Tensor | None:
+        """The entry of each event of a canonical list: an entry of count ``n`` ``n`` times in
+        a row (the counts are the values cut to whole numbers); ``None`` if every count is 1,
+        so that the entries are the events."""
+        counts = self.value.long()
+        if bool((counts == 1).all()):
+            return None
+        return torch.repeat_interleave(counts, output_size=int(counts.sum()))
 
     def split(self) -> Events:
-        """One entry of value 1 per event, an entry of count ``n`` giving ``n`` in a row, in
-        the canonical order. The values must be whole counts (a fraction is cut off)."""
+        """One entry of value 1 per event, in the canonical order (see :meth:`event_entries`)."""
         events = self.canonical()
-        if bool((events.value == 1).all()):  # the entries are the events
-            return events
-        counts = events.value.long()
-        entry = torch.repeat_interleave(counts, output_size=int(counts.sum()))
-        units = events.take(entry, unique=False)
-        return dataclasses.replace(units, value=torch.ones_like(entry, dtype=self.dtype))
+        entry = events.event_entries()
+        units = events if entry is None else events.take(entry, unique=False)
+        return dataclasses.replace(units, value=torch.ones_like(units.value))
 
 
 def as_events(x: Tensor | Events) -> Events:
