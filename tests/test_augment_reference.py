@@ -327,3 +327,10 @@ def test_event_drop_draws_one_uniform_per_event_in_row_major_order():
     kept = EventDrop(p=0.5).apply(x, seeded(3))
     assert kept[0, 0, 1] == (u[:3] < 0.5).sum() and kept[0, 2, 0] == (u[3] < 0.5).float()
     assert kept.sum() == (u < 0.5).sum() and kept[0, 1].sum() == 0
+
+
+def test_a_batch_without_events_stays_empty_through_every_transform():
+    x, y = torch.zeros(4, 12, 6), torch.tensor([0, 1, 2, 3])
+    settings = SETTINGS | {"channel_shift": {"max_shift": 2}, "channel_mask": {"max_width": 2}}
+    out, targets = Augmentation(list(SETTINGS), **settings)(x, y, 5, seeded(0))
+    assert torch.equal(out, x) and torch.allclose(targets.sum(dim=1), torch.ones(4))

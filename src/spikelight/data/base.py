@@ -5,7 +5,8 @@ A data module yields batches ``(x, y)`` with ``x`` a float tensor ``[B, T, C]`` 
 whose samples are stored compactly (images, event lists) may return something smaller from
 their ``Dataset`` and expand it to ``[B, T, C]`` in :meth:`SpikeDataModule.encode`, which runs per
 batch on the training device, so ``T`` copies of a dataset are never materialised. During
-training only, ``augment`` (if set) then transforms the encoded batch and its labels.
+training only, ``augment`` (if set) then transforms the encoded batch and its labels (given as
+:meth:`SpikeDataModule.augment_input` makes it: event datasets hand over their entries).
 
 Random streams: stochastic encodings and augmentations draw from generators seeded from
 ``seed`` (and the DDP rank). Training uses one stream per device for the whole run, saved in

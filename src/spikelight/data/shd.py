@@ -22,8 +22,9 @@ Memory: each split is stored as sparse per-sample lists of ``(flat bin index, co
 of other content, from any directory, never share an entry), so later runs skip HDF5 and gzip.
 Batches are densified to ``[B, num_steps, num_inputs]`` in :meth:`encode`, on the training
 device; a whole split is never dense. ``augment``
-(:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) then transforms
-training batches only.
+(:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) transforms
+training batches only: it gets their stored entries (:func:`batch_events`) and returns them
+densified, so augmenting costs no dense batch beyond the one training needs.
 
 Splits: the official test file is the test split. SHD's validation split is carved from the
 training file with ``seed``: ``val_split="random"`` holds out ``round(val_fraction * N)``
