@@ -249,7 +249,8 @@ class TimeJitter(Transform):
     def apply(self, x, generator=None):
         units = as_events(x).split()
         offsets = _integers(-self.max_jitter, self.max_jitter, units.step.shape, x, generator)
-        offsets = offsets * units.per_entry(_chance(self.p, x.shape[0], x, generator))
+        chosen = units.per_entry(_chance(self.p, x.shape[0], x, generator))
+        offsets = offsets.to(units.step.dtype) * chosen
         return same_form(x, _jittered(units, offsets))
 
     def check_fits(self, num_steps, num_inputs):

@@ -15,11 +15,15 @@ import dataclasses
 import torch
 from torch import Tensor
 
+#: Coordinates are int32 (places in the flat batch int64): half the bytes that every move and
+#: selection of entries copies, ~2x faster on CPU.
+INDEX = torch.int32
+
 
 @dataclasses.dataclass(frozen=True)
 class Events:
     """Entry ``i`` adds ``value[i]`` at ``(sample[i], step[i], channel[i])`` of a batch of
-    ``shape`` ``(B, T, C)``.
+    ``shape`` ``(B, T, C)``; the coordinates are stored as :data:`INDEX`.
 
     ``ordered``: the entries run in row-major order of their places (places may repeat).
     ``unique``: no two entries share a place and none is zero. Both: the entries are exactly
@@ -34,6 +38,14 @@ class Events:
     value: Tensor
     ordered: bool = True
     unique: bool = True
+
+    def __post_init__(self) -> None:
+        batch, steps, channels = self.shape
+        if batch * max(steps, channels) >= 2**31:
+            raise ValueError(f"a batch of shape {self.shape} is too large for int32 coordinates")
+        for name in ("sample", "step", "channel"):
+            if getattr(self, name).dtype != INDEX:
+                object.__setattr__(self, name, getattr(self, name).to(INDEX))
 
     @classmethod
     def of(cls, x: Tensor) -> Events:
@@ -63,11 +75,13 @@ class Events:
     def places(self) -> Tensor:
         """Each entry's index into the flattened batch (row-major)."""
         _, steps, channels = self.shape
-        return (self.sample * steps + self.step) * channels + self.channel
+        return (self.sample.long() * steps + self.step) * channels + self.channel
 
     def per_entry(self, table: Tensor, at: Tensor | None = None) -> Tensor:
         """``table[sample]`` (``table [B]``) or ``table[sample, at]`` (``[B, S]``) of every
         entry (by index_select: several times faster on CPU than advanced indexing)."""
+        if not (table.is_floating_point() or table.dtype == torch.bool):
+            table = table.to(INDEX)  # small; the entries' values then stay int32 too
         if at is None:
             return table.index_select(0, self.sample)
         return table.reshape(-1).index_select(0, self.sample * table.shape[1] + at)
@@ -125,7 +139,8 @@ class Events:
             )
         index = starts if order is None else order.index_select(0, starts)
         merged = dataclasses.replace(self.take(index, ordered=True, unique=True), value=value)
-        return merged.select(value != 0)
+        nonzero = value != 0
+        return merged if bool(nonzero.all()) else merged.select(nonzero)  # all() < nonzero()
 
     def event_entries(self) -> Tensor | None:
         """The entry of each event of a canonical list: an entry of count ``n`` ``n`` times in
