@@ -334,3 +334,9 @@ def test_a_batch_without_events_stays_empty_through_every_transform():
     settings = SETTINGS | {"channel_shift": {"max_shift": 2}, "channel_mask": {"max_width": 2}}
     out, targets = Augmentation(list(SETTINGS), **settings)(x, y, 5, seeded(0))
     assert torch.equal(out, x) and torch.allclose(targets.sum(dim=1), torch.ones(4))
+
+
+def test_a_batch_too_large_for_int32_coordinates_is_refused():
+    empty = torch.zeros(0, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"too large for int32 coordinates"):
+        Events((2**22, 1000, 700), empty, empty, empty, torch.zeros(0))
