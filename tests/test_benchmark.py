@@ -1,5 +1,6 @@
 """scripts/benchmark.py (the package scripts/bench/) at tiny sizes: its JSON, its agreement
-check, its memory measures, its firing-rate sweep, its neuron-loop comparison.
+check, its memory measures, its firing-rate sweep, its neuron-loop comparison, its augmentation
+timing.
 
 No timing assertions: speed is measured by running the script, never by tests.
 """
@@ -19,6 +20,8 @@ from tests.conftest import REPO_ROOT, table_rows
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from bench import cases, checks, cli, measure, neuron_loops, reference, registry, report  # noqa: E402
 from bench.spikelight_rows import build_spikelight  # noqa: E402
+
+from spikelight.data import augment
 
 TINY = ["--T", "10", "--batch", "4", "--hidden", "16", "--repeats", "2", "--warmup", "1"]
 
@@ -492,3 +495,32 @@ def test_profile_and_trained_need_the_rate_sweep(tmp_path):
         cli.main([*TINY, "--rate-sweep", "--trained", str(ckpt)])
     with pytest.raises(SystemExit, match="no such file"):
         cli.main([*TINY, "--rate-sweep", "--trained", str(ckpt), "--trained-data", "nope.h5"])
+
+
+def test_augment_times_every_transform_of_the_recipe_in_both_forms(tmp_path, capsys):
+    out = tmp_path / "augment.json"
+    argv = ["--augment", "--batch", "3", "--T", "12", "--inputs", "40", "--density", "0.2"]
+    results = cli.main([*argv, "--repeats", "2", "--warmup", "1", "--markdown", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data == json.loads(json.dumps(results))
+    assert data["cases"] == [] and data["neuron_loops"] is None
+    section = data["augment"]
+    assert section["recipe"] == "conf/data/augment/shd.yaml"
+    assert section["settings"]["event_drop"] == {"p": 0.1}  # the recipe's, read from conf/
+    assert (section["batch"]["batch"], section["batch"]["T"], section["batch"]["inputs"]) == (
+        3,
+        12,
+        40,
+    )
+    labels = [row["row"] for row in section["results"]]
+    assert labels[:9] == list(augment.TRANSFORMS)
+    assert labels[9].startswith("shd recipe (time_shift, time_jitter")
+    printed = capsys.readouterr().out
+    assert "### event augmentation per batch: B=3, T=12, C=40" in printed
+    for row in section["results"]:
+        for form in ("from_events", "dense_in"):
+            assert len(row[form]["times_ms"]) == 2 and min(row[form]["times_ms"]) > 0
+        assert row["extra_ms"] == pytest.approx(
+            row["from_events"]["median_ms"] - section["densify_ms"]
+        )
+        assert f"| {row['row']} | {row['from_events']['median_ms']:.1f} |" in printed

@@ -5,6 +5,7 @@
     python scripts/benchmark.py --scaling                 # cost against T and batch size
     python scripts/benchmark.py --rate-sweep              # cost against the hidden firing rate
     python scripts/benchmark.py --neuron-loops            # each neuron: fused vs autograd loop
+    python scripts/benchmark.py --augment                 # event augmentation per batch
     python scripts/benchmark.py --all --markdown --json bench.json   # everything, as in docs/
     python scripts/benchmark.py --device cuda             # the same on a GPU
 
@@ -61,6 +62,11 @@ built with ``time_loop="fused"`` and ``"autograd"`` from one set of parameters; 
 gradients asserted equal in float64 first, then one float32 training step of each timed round
 robin. Reported: both medians, their ratio, and the hidden firing rates; the target "adLIF's fused
 step >= 3x its autograd loop" at those sizes.
+
+Augmentation (``--augment``, ``augment.py``): each transform of ``conf/data/augment/shd.yaml``,
+the recipe's ``order``, CutMix + mixup and all nine on an SHD-sized batch (B=256, T=100, 700
+inputs, 2 % of the bins active, seeded), from the stored events as the SHD data module calls it
+and from a dense batch; not a training step, no network.
 
 Adding a row: decorate a builder ``setup -> Bench`` with :func:`bench.registry.register` in one
 of the row modules; ``Bench.step()`` is what gets timed. A spikelight variant takes a few lines::

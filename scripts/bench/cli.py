@@ -13,6 +13,7 @@ import torch
 
 from . import __doc__ as DESCRIPTION
 from . import log
+from .augment import run_augment
 from .cases import (
     BETA,
     CASES,
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"each neuron's fused loop against its autograd loop ({', '.join(NEURON_KINDS)}; "
         "issue 15's network, T=100, batch 32 unless --T/--batch)",
     )
+    p.add_argument(
+        "--augment",
+        action="store_true",
+        help="event augmentation per batch, each transform of conf/data/augment/shd.yaml "
+        "(B=256, T=100 unless --batch/--T)",
+    )
     p.add_argument("--impl", action="append", help=f"repeatable; from {list(implementations())}")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     p.add_argument("--threads", type=positive, help="torch.set_num_threads (default: torch's)")
@@ -185,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
         if path is not None and not path.is_file():
             raise SystemExit(f"{flag} {path}: no such file")
 
-    asked = args.case or args.scaling or args.rate_sweep or args.neuron_loops
+    asked = args.case or args.scaling or args.rate_sweep or args.neuron_loops or args.augment
     names = list(CASES) if args.all or not asked else args.case or []
     cases = [configured(CASES[name], args) for name in dict.fromkeys(names)]
     sweep_cases = [configured(CASES[name], args) for name in RATE_SWEEP_CASES]
@@ -227,6 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
             else None
         ),
         "neuron_loops": run_neuron_loops(args, device) if args.neuron_loops else None,
+        "augment": run_augment(args, device) if args.augment else None,
     }
     results["targets"] = evaluate_targets(results["cases"])
     results["targets"] += neuron_loop_targets(results["neuron_loops"])

@@ -234,6 +234,31 @@ def neuron_loops_table(section: dict) -> tuple[str, list[str], list[list[str]]]:
     return title, header, lines
 
 
+def augment_table(section: dict) -> tuple[str, list[str], list[list[str]]]:
+    """Per row of ``--augment``: ms from the stored events and from a dense batch."""
+    b = section["batch"]
+    title = (
+        f"event augmentation per batch: B={b['batch']}, T={b['T']}, C={b['inputs']}, "
+        f"density {b['density_measured']:.3f} ({section['events']} events), "
+        f"settings of {section['recipe']}; writing the dense batch (densify) "
+        f"{section['densify_ms']:.1f} ms"
+    )
+    header = ["transforms", "from events ms", "IQR ms", "extra over densify ms"]
+    header += ["dense in ms", "IQR ms"]
+    lines = [
+        [
+            r["row"],
+            fmt(r["from_events"]["median_ms"]),
+            fmt(r["from_events"]["iqr_ms"]),
+            fmt(r["extra_ms"]),
+            fmt(r["dense_in"]["median_ms"]),
+            fmt(r["dense_in"]["iqr_ms"]),
+        ]
+        for r in section["results"]
+    ]
+    return title, header, lines
+
+
 def case_title(case: dict) -> str:
     kind = "recurrent" if case["recurrent"] else "feed-forward"
     return (
@@ -298,6 +323,8 @@ def render(results: dict, markdown: bool) -> str:
         tables += rate_sweep_tables(results["rate_sweep"])
     if results.get("neuron_loops"):  # absent from files written before that section existed
         tables.append(neuron_loops_table(results["neuron_loops"]))
+    if results.get("augment"):
+        tables.append(augment_table(results["augment"]))
     for title, header, lines in tables:
         out += ["", f"### {title}" if markdown else title, "", table(header, lines)]
     return "\n".join(out)

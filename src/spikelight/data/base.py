@@ -5,7 +5,8 @@ A data module yields batches ``(x, y)`` with ``x`` a float tensor ``[B, T, C]`` 
 whose samples are stored compactly (images, event lists) may return something smaller from
 their ``Dataset`` and expand it to ``[B, T, C]`` in :meth:`SpikeDataModule.encode`, which runs per
 batch on the training device, so ``T`` copies of a dataset are never materialised. During
-training only, ``augment`` (if set) then transforms the encoded batch and its labels.
+training only, ``augment`` (if set) then transforms the encoded batch and its labels (given as
+:meth:`SpikeDataModule.augment_input` makes it: event datasets hand over their entries).
 
 Random streams: stochastic encodings and augmentations draw from generators seeded from
 ``seed`` (and the DDP rank). Training uses one stream per device for the whole run, saved in
@@ -54,8 +55,9 @@ class SpikeDataModule(L.LightningDataModule):
     #: ``__init__`` (an instance attribute, so it is not bound as a method; picklable for workers).
     collate_fn: Callable[[list], Any] | None = None
     #: Training-only transform ``augment(x, y, num_classes, generator) -> (x, y)`` of encoded
-    #: batches (:class:`~spikelight.data.augment.Augmentation`); ``None``: none. Data modules
-    #: that take an ``augment`` argument set it in ``__init__``.
+    #: batches, given as :meth:`augment_input` makes them
+    #: (:class:`~spikelight.data.augment.Augmentation`); ``None``: none. Data modules that take
+    #: an ``augment`` argument set it in ``__init__``.
     augment: Callable | None = None
 
     def __init__(
@@ -214,8 +216,14 @@ class SpikeDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         x, y = batch
         training = self.trainer is not None and self.trainer.training
-        x = self.encode(x, train=training)
         if training and self.augment:
+            x = self.augment_input(x)
             generator = self.encoding_generator(x.device, train=True)
-            x, y = self.augment(x, y, self.num_classes, generator)
-        return x, y
+            return self.augment(x, y, self.num_classes, generator)
+        return self.encode(x, train=training), y
+
+    def augment_input(self, x):
+        """A training batch as ``augment`` takes it: encoded ``[B, T, C]`` by default. Datasets
+        stored as events may give :class:`~spikelight.data.events.Events` instead, which the
+        augmentation transforms without listing a dense batch's entries first."""
+        return self.encode(x, train=True)

@@ -22,8 +22,9 @@ Memory: each split is stored as sparse per-sample lists of ``(flat bin index, co
 of other content, from any directory, never share an entry), so later runs skip HDF5 and gzip.
 Batches are densified to ``[B, num_steps, num_inputs]`` in :meth:`encode`, on the training
 device; a whole split is never dense. ``augment``
-(:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) then transforms
-training batches only.
+(:class:`~spikelight.data.augment.Augmentation`, config group ``data/augment``) transforms
+training batches only: it gets their stored entries (:func:`batch_events`) and returns them
+densified, so augmenting costs no dense batch beyond the one training needs.
 
 Splits: the official test file is the test split. SHD's validation split is carved from the
 training file with ``seed``: ``val_split="random"`` holds out ``round(val_fraction * N)``
@@ -58,6 +59,7 @@ from spikelight.data.download import (
     gunzip_file,
     verify_md5,
 )
+from spikelight.data.events import Events
 
 NUM_CHANNELS = 700
 BASE_URLS = ("https://zenkelab.org/datasets/",)
@@ -337,6 +339,16 @@ def densify(batch: dict, num_steps: int, num_inputs: int) -> torch.Tensor:
     return dense.view(size, num_steps, num_inputs)
 
 
+def batch_events(batch: dict, num_steps: int, num_inputs: int) -> Events:
+    """The entries of :func:`densify`'s batch as :class:`~spikelight.data.events.Events`, without
+    the dense batch (each sample's bins are stored unique and sorted: already the canonical
+    form, which :meth:`Events.listed` confirms)."""
+    step, channel = torch.unravel_index(batch["index"], (num_steps, num_inputs))
+    shape = (batch["batch_size"], num_steps, num_inputs)
+    value = batch["count"].to(torch.get_default_dtype())
+    return Events.listed(shape, batch["sample"], step, channel, value)
+
+
 def speaker_holdout(speakers: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Boolean mask of samples whose speaker is held out (see the module docstring)."""
     if (speakers < 0).any():
@@ -552,3 +564,8 @@ class SHDDataModule(SpikeDataModule):
         if isinstance(x, torch.Tensor):  # already dense
             return x
         return densify(x, self.num_steps, self.num_inputs)
+
+    def augment_input(self, x):
+        if isinstance(x, torch.Tensor):
+            return x
+        return batch_events(x, self.num_steps, self.num_inputs)  # densified after augmenting
