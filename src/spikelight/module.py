@@ -182,14 +182,13 @@ class SpikingClassifier(L.LightningModule):
         if dataloader_idx == 1:  # the test split, evaluated every epoch (data.test_every_epoch)
             x, y = batch
             self.test_epoch_acc(self.run_network(x).logits, y)
-            self.log("test_epoch/acc", self.test_epoch_acc, on_epoch=True, add_dataloader_idx=False)
+            self.log("test_epoch/acc", self.test_epoch_acc, **_EPOCH)
             return
         loss, logits, y = self._step(batch, "val")
         self.val_loss(loss)
         self.val_acc(logits, y)
-        log = dict(on_step=False, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
-        self.log("val/loss", self.val_loss, **log)
-        self.log("val/acc", self.val_acc, **log)
+        self.log("val/loss", self.val_loss, prog_bar=True, **_EPOCH)
+        self.log("val/acc", self.val_acc, prog_bar=True, **_EPOCH)
 
     def on_validation_epoch_end(self):
         if self.trainer.sanity_checking:

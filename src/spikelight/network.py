@@ -334,15 +334,12 @@ class SpikingNetwork(nn.Module):
             )
         self.dt = self.layers[0].neuron.dt
 
+        # bias with delays: refused by the first SpikingLayer already
         if self.delay_spec is not None and self.delay_spec.readout:
-            if bias:
-                raise ArgumentError(
-                    "bias", bias, "false with delays (a delayed projection has none)"
-                )
             self.readout_fc = DelayedLinear(hidden[-1], num_classes, self.delay_spec)
         else:
             self.readout_fc = nn.Linear(hidden[-1], num_classes, bias=bias)
-        for module in (*(layer.fc for layer in self.layers), self.readout_fc):
+        for module in self.projections():
             if module.bias is not None:  # as SE-adLIF (nn.Linear would draw them at random)
                 nn.init.zeros_(module.bias)
         if decoding in SPIKING_DECODINGS:
@@ -381,10 +378,13 @@ class SpikingNetwork(nn.Module):
         """Let the weight initialisation measure one batch ``x [T, B, C]`` (before training)."""
         self.weight_init.calibrate(self, x)
 
+    def projections(self) -> list[nn.Module]:
+        """The feed-forward projections: each hidden layer's, then the readout's."""
+        return [*(layer.fc for layer in self.layers), self.readout_fc]
+
     def delayed_projections(self) -> list[DelayedLinear]:
         """The delayed projections (none without ``delays``)."""
-        projections = [layer.fc for layer in self.layers] + [self.readout_fc]
-        return [p for p in projections if isinstance(p, DelayedLinear)]
+        return [p for p in self.projections() if isinstance(p, DelayedLinear)]
 
     def anneal_delays(self, epoch: int) -> float | None:
         """Set every delay kernel's width to that of training epoch ``epoch``; return it."""
@@ -474,7 +474,7 @@ class SpikingNetwork(nn.Module):
                 like.new_zeros(p.spec.max_delay, batch, p.in_features)
                 if isinstance(p, DelayedLinear)
                 else None
-                for p in [*(layer.fc for layer in self.layers), self.readout_fc]
+                for p in self.projections()
             ),
             decoded=like.new_full((batch, num_classes), start),
             steps=0,
