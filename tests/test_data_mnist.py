@@ -244,3 +244,38 @@ def test_val_size_must_leave_training_data(generated_dir):
     directory, truth = generated_dir
     with pytest.raises(ValueError, match="leaves no training data"):
         MNISTDataModule(directory, val_size=len(truth["train"][1]), download=False).setup()
+
+
+def test_shift_moves_each_image_by_its_own_offset():
+    images = torch.zeros(2, 28, 28)
+    images[0, 5, 7] = 1.0  # moved down 2, left 3
+    images[1, 0, 27] = 0.5  # moved up 1: leaves the frame
+    images[1, 10, 10] = 0.25  # moved up 1, right 1
+    shifted = mnist.shift_images(
+        images.reshape(2, 784), torch.tensor([2, -1]), torch.tensor([-3, 1])
+    ).reshape(2, 28, 28)
+    expected = torch.zeros(2, 28, 28)
+    expected[0, 7, 4] = 1.0
+    expected[1, 9, 11] = 0.25
+    assert torch.equal(shifted, expected)
+
+
+def test_random_shift_applies_to_training_batches_only(generated_dir):
+    directory, _ = generated_dir
+    module = MNISTDataModule(
+        directory, num_steps=2, encoding=DirectEncoder(), max_shift=2, download=False
+    )
+    images = torch.zeros(64, 784)
+    images[:, 14 * 28 + 14] = 1.0  # one lit pixel in the centre
+    assert torch.equal(module.encode(images, train=False)[:, 0], images)
+    moved = module.encode(images, train=True)[:, 0].reshape(64, 28, 28)
+    assert torch.equal(moved.sum((1, 2)), torch.ones(64))  # never leaves the frame
+    rows, cols = (moved.sum(dim).argmax(1) - 14 for dim in (2, 1))
+    assert rows.abs().max() == 2 and cols.abs().max() == 2  # uniform on [-2, 2]: all reached
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10
+
+
+@pytest.mark.parametrize("value", [-1, 28, 1.5, True])
+def test_bad_max_shift_names_the_key(generated_dir, value):
+    with pytest.raises(ValueError, match="max_shift"):
+        MNISTDataModule(generated_dir[0], max_shift=value, download=False)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from spikelight import checks
 from spikelight.data.base import SpikeDataModule
 from spikelight.data.download import CorruptFileError, RemoteFile, fetch_missing, verify_md5
 from spikelight.data.encoding import RateEncoder
@@ -177,8 +178,15 @@ class MNISTDataModule(SpikeDataModule):
         download: bool = True,
         pin_memory: bool | None = None,
         test_every_epoch: bool = False,
+        max_shift: int = 0,
     ) -> None:
         super().__init__(batch_size, num_steps, num_workers, seed, pin_memory, test_every_epoch)
+        self.max_shift = checks.non_negative_int("data.max_shift", max_shift)
+        if self.max_shift >= IMAGE_SIDE:
+            raise ValueError(
+                f"data.max_shift must be below the image side ({IMAGE_SIDE} pixels), "
+                f"got {max_shift!r}"
+            )
         if variant not in CHECKSUMS:
             raise ValueError(f"data.variant must be one of {sorted(CHECKSUMS)}, got {variant!r}")
         if num_inputs != NUM_PIXELS:
@@ -239,4 +247,33 @@ class MNISTDataModule(SpikeDataModule):
     def encode(self, x: torch.Tensor, train: bool, generator=None) -> torch.Tensor:
         images = x.float() / 255.0 if x.dtype == torch.uint8 else x
         generator = generator or self.encoding_generator(images.device, train)
+        if train and self.max_shift:
+            images = random_shift(images, self.max_shift, generator)
         return self.encoding(images, self.num_steps, generator=generator)
+
+
+def shift_images(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """Translate each flattened image ``[B, 784]`` by ``(dy[b], dx[b])`` pixels, zero-filled.
+
+    Pixel ``(r, c)`` of the result is pixel ``(r - dy, c - dx)`` of the input (0 outside).
+    """
+    side = torch.arange(IMAGE_SIDE, device=images.device)
+    rows = side[None, :] - dy[:, None]  # [B, 28]: source row of each output row
+    cols = side[None, :] - dx[:, None]
+    inside = ((rows >= 0) & (rows < IMAGE_SIDE))[:, :, None] & ((cols >= 0) & (cols < IMAGE_SIDE))[
+        :, None, :
+    ]
+    source = (
+        rows.clamp(0, IMAGE_SIDE - 1)[:, :, None] * IMAGE_SIDE
+        + cols.clamp(0, IMAGE_SIDE - 1)[:, None, :]
+    )
+    shifted = images.gather(1, source.reshape(len(images), -1))
+    return shifted * inside.reshape(len(images), -1).to(images.dtype)
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Training augmentation: translations drawn uniformly from ``[-max_shift, max_shift]``."""
+    dy, dx = torch.randint(
+        -max_shift, max_shift + 1, (2, len(images)), generator=generator, device=images.device
+    )
+    return shift_images(images, dy, dx)
