@@ -17,6 +17,7 @@ overrides, wall time) is copied to ``docs/evidence/<folder>/<name>.json``. A mul
 from __future__ import annotations
 
 import argparse
+import csv
 import shutil
 import subprocess
 import sys
@@ -26,6 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "docs" / "evidence"
 MNIST = "data.data_dir=../shared/data/mnist"
+# espeak-shd-dev: SHD's layout, not the official files (no md5 check); each epoch's test accuracy
+# is logged beside the validation-selected one, and the per-epoch curve kept (csv logger)
+ESPEAK = (
+    "data.data_dir=../shared/data/espeak-shd-dev",
+    "data.verify_checksums=false",
+    "data.test_every_epoch=true",
+    "logger=[tensorboard,csv]",
+)
+#: the per-epoch columns kept from a run's csv log (docs/results.md draws its curves from them)
+CURVE = ("epoch", "train/acc", "val/acc", "val/acc_best", "test_epoch/acc", "test_epoch/acc_best")
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,8 @@ RUNS: dict[str, Run] = {
     # docs/results.md: MNIST and the reproduced studies
     "mnist_seed0": Run(("experiment=mnist", MNIST), folder="mnist"),
     "mnist_seed1": Run(("experiment=mnist", MNIST, "seed=1"), folder="mnist"),
+    "shd_best_seed0": Run(("experiment=shd_best", *ESPEAK), folder="shd"),
+    "shd_best_seed1": Run(("experiment=shd_best", *ESPEAK, "seed=1"), folder="shd"),
     "if_mnist": Run(("experiment=if_mnist", MNIST), folder="if_mnist"),
     "if_mnist_3_epochs": Run(
         ("experiment=if_mnist", MNIST, "trainer.max_epochs=3"), folder="if_mnist"
@@ -111,7 +124,8 @@ def collect(name: str) -> list[Path]:
         target = EVIDENCE / spec.folder / f"{name}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "metrics.json", target)
-        return [target]
+        curve = write_curve(out / "csv" / "metrics.csv", target.with_suffix(".epochs.csv"))
+        return [target, *([curve] if curve else [])]
     summarize = [sys.executable, "scripts/summarize_sweep.py", str(out), *spec.summary]
     subprocess.run(summarize, cwd=ROOT, check=True)
     folder = EVIDENCE / name
@@ -123,6 +137,29 @@ def collect(name: str) -> list[Path]:
         written.append(folder / f"{metrics.parent.name}.json")
         shutil.copyfile(metrics, written[-1])
     return written
+
+
+def write_curve(log: Path, target: Path) -> Path | None:
+    """One row per epoch of a csv log (its CURVE columns); None where the run kept no csv log.
+
+    Lightning's csv logger writes a row per logging call (steps, the train and the validation
+    epoch ends apart); the epoch's values are merged into one row here.
+    """
+    if not log.is_file():
+        return None
+    epochs: dict[int, dict[str, str]] = {}
+    with log.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row.get("epoch"):
+                merged = epochs.setdefault(int(row["epoch"]), {})
+                merged.update({k: row[k] for k in CURVE[1:] if row.get(k)})
+    with target.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CURVE)
+        for epoch, values in sorted(epochs.items()):
+            if "val/acc" in values:  # an epoch cut short before its validation is left out
+                writer.writerow([epoch, *(values.get(k, "") for k in CURVE[1:])])
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,3 +86,24 @@ def assert_shown(cell: str, actual: float, where: str) -> None:
     assert value == pytest.approx(expected, abs=10 ** -(decimals + 3)), (
         f"{where} shows {cell}, its run gave {actual:.6f}"
     )
+
+
+CURVES = sorted((REPO_ROOT / "docs" / "evidence").rglob("*.epochs.csv"))
+
+
+@pytest.mark.parametrize("path", CURVES, ids=[p.name for p in CURVES])
+def test_each_curve_agrees_with_its_run(path):
+    """A run's per-epoch curve holds its final figures: the best validation epoch is the
+    checkpoint tested, so its test accuracy that epoch is the reported test/acc."""
+    record = json.loads(path.with_name(path.name.replace(".epochs.csv", ".json")).read_text())
+    metrics = record["metrics"]
+    with path.open(newline="") as handle:
+        epochs = [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+    assert [e["epoch"] for e in epochs] == list(range(len(epochs)))
+    val = [e["val/acc"] for e in epochs]
+    assert max(val) == pytest.approx(metrics["val/acc_best"], abs=1e-6)
+    if "test_epoch/acc" in epochs[0]:
+        selected = epochs[val.index(max(val))]  # the first best: what the checkpoint kept
+        assert selected["test_epoch/acc"] == pytest.approx(metrics["test/acc"], abs=1e-4)
+        best = max(e["test_epoch/acc"] for e in epochs)
+        assert best == pytest.approx(metrics["test_epoch/acc_best"], abs=1e-6)

@@ -17,6 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from spikelight.data import mnist, shd
+from spikelight.delays import DelayedLinear
 from spikelight.module import SpikingClassifier
 from spikelight.network import SpikingNetwork, selected_names
 from spikelight.neurons import LIF, AdLIF
@@ -130,6 +131,8 @@ def check_preset(cfg, experiment, changed=()):
             assert type(data) is target_class("data", option)
         elif group == "data/encoding":
             assert type(data.encoding) is target_class("data/encoding", option)
+        elif group == "data/augment":
+            assert type(data.augment) is target_class("data/augment", option)
         elif group == "neuron":
             assert all(type(n) is target_class("neuron", option) for n in neurons)
         elif group == "surrogate":
@@ -160,7 +163,14 @@ def check_preset(cfg, experiment, changed=()):
             assert cfg.seed == value
             continue
         section, name = key.split(".", 1)
-        if section == "data":
+        if key == "data.augment.order":
+            assert data.augment.order == value, key
+        elif key.startswith("data.augment."):  # data.augment.<transform>.<setting>
+            transform, setting = key.removeprefix("data.augment.").split(".")
+            if transform in data.augment.order:
+                built = data.augment.transforms[data.augment.order.index(transform)]
+                assert getattr(built, setting) == pytest.approx(value), key
+        elif section == "data":
             assert getattr(data, name) == pytest.approx(value), key
         elif section == "neuron" and name.endswith("_bounds"):  # tau_*, adapt_a, adapt_b
             for n in neurons:
@@ -203,8 +213,23 @@ def check_preset(cfg, experiment, changed=()):
         elif key == "model.network.bias":
             projections = [layer.fc for layer in net.layers] + [net.readout_fc]
             assert all((linear.bias is not None) == value for linear in projections), key
+        elif key.startswith("model.network.delays."):
+            name = key.removeprefix("model.network.delays.")
+            expected = OmegaConf.select(cfg, key) if "${" in str(value) else value
+            assert getattr(net.delay_spec, name) == expected, key
+            if name == "readout":
+                assert isinstance(net.readout_fc, DelayedLinear) == value, key
         elif key == "model.scheduler":
             assert (model.scheduler_factory is None) == (value is None), key
+        elif key.startswith("model.scheduler."):
+            scheduler = model.scheduler_factory(optimizer)
+            name = key.removeprefix("model.scheduler.")
+            if name == "_target_":
+                module, cls = value.rsplit(".", 1)
+                assert type(scheduler) is getattr(importlib.import_module(module), cls), key
+            elif name != "_partial_":
+                expected = cfg.trainer.max_epochs if value == "${trainer.max_epochs}" else value
+                assert getattr(scheduler, name) == expected, key
         elif key == "weight_init.scale" and isinstance(net.weight_init, Uniform):
             # w ~ U(-scale / sqrt(fan_in), scale / sqrt(fan_in)): its bound and std (5 s.e.)
             for w in [layer.fc.weight for layer in net.layers] + [net.readout_fc.weight]:
@@ -212,6 +237,10 @@ def check_preset(cfg, experiment, changed=()):
                 assert w.abs().max() <= bound, key
                 ratio = w.std().item() * math.sqrt(3) / bound
                 assert abs(ratio - 1) < 5 / math.sqrt(w.numel()), (key, ratio)
+        elif key == "weight_init.relative_lr":
+            assert net.weight_init.relative_lr == value, key
+            relative = {n for n, _ in net.named_parameters() if n.endswith("weight.original")}
+            assert bool(relative) == value, key
         elif key == "weight_init.recurrent":
             assert net.weight_init.recurrent == value
             for layer in net.layers:
@@ -230,6 +259,8 @@ def check_preset(cfg, experiment, changed=()):
             assert lr["weights"] == pytest.approx(value)
         elif key == "model.optimizer.betas":
             assert list(optimizer.param_groups[0]["betas"]) == pytest.approx(value)
+        elif key == "model.delay_lr":
+            assert lr["delays"] == pytest.approx(value), key
         elif key == "model.neuron_lr":
             assert model.neuron_lr == pytest.approx(value)
             assert all(v == pytest.approx(value) for g, v in lr.items() if g != "weights")
@@ -312,6 +343,12 @@ def test_randman_study_presets(make_config, monkeypatch, experiment):
         ("heterogeneity_shd", ["data.num_steps=40"]),
         ("shd_se_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),
         ("shd_adlif", ["data.num_steps=40", "model.network.hidden=[16,16]"]),  # the alias
+        ("shd_best", ["data.num_steps=40", "model.network.hidden=[16,16]"]),
+        # dropout 0.4 makes 4 steps on one batch too noisy to show learning
+        (
+            "shd_delays",
+            ["data.num_steps=40", "model.network.hidden=[16,16]", "model.network.dropout=0"],
+        ),
     ],
 )
 def test_shd_study_presets_on_generated_files(
