@@ -175,8 +175,9 @@ def run_scaling(impls: list[Implementation], args, device: torch.device) -> dict
     setups, benches = {}, {}
     for T, batch in sizes:
         case = dataclasses.replace(
-            CASES["shd_recurrent"], name="scaling", T=T, batch=batch, hidden=args.hidden
-        )
+            CASES["shd_recurrent"], name="scaling", T=T, batch=batch,
+            hidden=args.hidden or CASES["shd_recurrent"].hidden,
+        )  # fmt: skip
         if args.inputs:
             case = dataclasses.replace(case, inputs=args.inputs)
         setups[T, batch] = make_setup(case, device)

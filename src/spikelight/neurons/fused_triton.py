@@ -49,7 +49,15 @@ FORMULAS = {
     surrogates.Heaviside: ("return x * 0.0",),
 }
 
-_forced = False
+_forced, _enabled = False, True
+
+
+def set_enabled(on: bool) -> bool:
+    """Let the fused layers use the Triton kernels (True, the default) or not; returns the
+    previous setting (``SPIKELIGHT_TRITON=0``: off for a whole process)."""
+    global _enabled
+    previous, _enabled = _enabled, bool(on)
+    return previous
 
 
 def set_forced(on: bool) -> bool:
@@ -81,6 +89,8 @@ def unavailable(surrogate, like: torch.Tensor, shape=None) -> str | None:
     (spikes of ``shape``), or None when they can."""
     if os.environ.get("SPIKELIGHT_TRITON", "1") == "0":
         return "switched off by SPIKELIGHT_TRITON=0"
+    if not _enabled:
+        return "switched off by fused_triton.set_enabled(False)"
     if like.device.type != "cuda" and not (_forced and interpreting()):
         return f"on {like.device.type}"
     if like.dtype not in DTYPES:
