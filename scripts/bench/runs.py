@@ -31,9 +31,12 @@ def build_rows(setup: Setup, impls: list[Implementation]) -> tuple[dict[str, dic
             try:
                 benches[impl.name] = impl.build(setup)
                 row["info"] = benches[impl.name].info
+                if impl.group == "peer":  # a trial step: kernels that fail to build fail here
+                    benches[impl.name].step()
             except Exception as err:  # a peer that does not run here: report, go on
                 if impl.group != "peer":
                     raise
+                benches.pop(impl.name, None)
                 reason = f"{type(err).__name__}: {err}"
         if reason is not None:
             row.update(available=False, reason=reason)
