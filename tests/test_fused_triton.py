@@ -169,3 +169,30 @@ def test_the_kernels_run_where_triton_is_switched_off_only_by_choice(monkeypatch
     assert "no Triton kernels for torch.bfloat16" in fused_triton.unavailable(
         SuperSpike(), like.bfloat16()
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_state_stays_float32_under_autocast(dtype):
+    """A half-precision current (autocast) runs the kernels in float32: the spikes of the
+    float32 layer on the same values, exactly; the gradients to float32 rounding."""
+    neuron = LIF(6, SuperSpike(), trainable=["tau_mem"]).to(DEVICE)
+    generator = torch.Generator().manual_seed(3)
+    low = (4 * torch.randn(12, 2, 6, generator=generator)).to(DEVICE, dtype).requires_grad_()
+    with torch.autocast(DEVICE, dtype=dtype, enabled=DEVICE == "cuda" or dtype == torch.bfloat16):
+        spikes = run_fused(neuron, low)
+    high = low.detach().float().requires_grad_()
+    reference = run_fused(neuron, high)
+    assert spikes.dtype == torch.float32 and spikes.sum() > 0
+    assert torch.equal(spikes, reference)
+    (g_low, t_low), (g_high, t_high) = (
+        torch.autograd.grad(z.sum(), [x, neuron.tau_mem_raw])
+        for z, x in ((spikes, low), (reference, high))
+    )
+    assert g_low.dtype == dtype
+    torch.testing.assert_close(g_low.float(), g_high.to(dtype).float())
+    torch.testing.assert_close(t_low, t_high, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_tensors_take_the_kernels_only_when_forced(monkeypatch):
+    monkeypatch.setattr(fused_triton, "_forced", False)
+    assert fused_triton.unavailable(SuperSpike(), torch.zeros(1)) == "on cpu"

@@ -108,6 +108,7 @@ def unavailable(surrogate, like: torch.Tensor, shape=None) -> str | None:
 
 
 def _surrogate_source(cls, scaled: bool) -> str:
+    """``surrogate(x, beta, half_pi[, scale])``: ``cls``'s formula (times ``scale``)."""
     body = "\n".join(f"    {line}" for line in FORMULAS[cls])
     name = "unit" if scaled else "surrogate"
     text = f"@triton.jit\ndef {name}(x, beta, half_pi):\n{body}\n"
@@ -211,9 +212,9 @@ def _forward_source(form: Form) -> list[str]:
             continue
         terms = [f"{w.coef[('post', (r, c))]} * {w.q(c)}" for r, c in f.post if r == j]
         terms += [f"{w.coef[('post_spike', j)]} * z"] if j in f.post_spike else []
-        w(f"n{j} = {_sum(terms)}", 2)
+        w(f"post{j} = {_sum(terms)}", 2)
     for j in post:
-        w(f"s{j} = n{j}", 2)
+        w(f"s{j} = post{j}", 2)
     for ptr, stride in (("x", "plane"), ("z", "plane"), ("p", f"{k} * plane"),
                         ("sh", f"{k} * plane")):  # fmt: skip
         w(f"{ptr}_cur += {stride}", 2)
