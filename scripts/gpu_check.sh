@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue 19's GPU check in one call (about 8 minutes on one H200): install what the machine
-# lacks, run the Triton kernel tests on CUDA, then the GPU benchmark into
-# docs/evidence/benchmarks/gpu.json (+ gpu.md, its markdown tables).
+# Issue 19's GPU check in one call: install what the machine lacks, run the Triton kernel tests
+# on CUDA, a parallel sweep on the GPU, then the GPU benchmark into
+# docs/evidence/benchmarks/gpu.json (+ gpu.md, its markdown tables). Every step has its time
+# limit (at most about 9 minutes in all, inside a 10-minute device call; less where steps end
+# early); a step that overruns is reported and the script exits 1.
 #
 #   scripts/gpu_check.sh wheels   # on a machine with internet: the packages an offline GPU
 #                                 # machine lacks, as wheels/sdists into .whl/ (git-ignored)
@@ -56,13 +58,13 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 
 step "Triton kernels on CUDA against the autograd loop (+ mixed precision)"
 status=0
-timeout 150 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_fused_triton.py \
+timeout 120 "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_fused_triton.py \
     tests/test_mixed_precision.py 2>&1 | tee /tmp/gpu_check_tests.log || status=$?
 
 step "a hydra/launcher=parallel sweep: each job claims a GPU, trains on it, records it"
 sweep=/tmp/gpu_check_sweep
 rm -rf "$sweep"
-timeout 120 "$PYTHON" train.py -m hydra/launcher=parallel hydra.launcher.n_jobs=2 seed=0,1 \
+timeout 75 "$PYTHON" train.py -m hydra/launcher=parallel hydra.launcher.n_jobs=2 seed=0,1 \
     data.samples_per_class=20 data.num_steps=20 trainer.max_epochs=1 callbacks=none \
     'logger=[]' paths.sweep_dir="$sweep" >/tmp/gpu_check_sweep.log 2>&1 || status=1
 "$PYTHON" - "$sweep" <<'EOF' || status=1
@@ -86,7 +88,7 @@ ROWS=(--impl reference --impl spikelight --impl "spikelight (PyTorch loops)" --i
       --impl Norse --impl "Norse (compiled)" --impl SpikingJelly)
 parts=()
 # one run and file per case, each with its time limit (seconds): one that overruns costs only itself
-for limit_case in 60:shd_recurrent 60:shd_feedforward 70:on_4k 80:on_8k 110:on_16k; do
+for limit_case in 70:shd_recurrent 50:shd_feedforward 55:on_4k 60:on_8k 80:on_16k; do
     limit=${limit_case%%:*} case=${limit_case#*:} part="/tmp/gpu_check_${limit_case#*:}.json"
     if timeout "$limit" "$PYTHON" scripts/benchmark.py --device cuda --case "$case" "${ROWS[@]}" \
         --repeats 5 --warmup 2 --memory peak --json "$part" >/dev/null; then
