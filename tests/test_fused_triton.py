@@ -131,14 +131,27 @@ def test_triton_float32_same_spikes(kind):
         torch.testing.assert_close(grads_f[name], grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_one_launch_per_chunk_without_recurrence(launches):
-    """Feed-forward: the forward, the recompute and the backward each take one launch per
-    chunk of ceil(sqrt(T)) steps, whatever T (T = 16: 4 chunks)."""
+@pytest.mark.parametrize("recurrent", [False, True], ids=["ff", "rec"])
+def test_one_launch_per_chunk(launches, recurrent):
+    """The forward, the recompute and the backward each take one launch per chunk of
+    ceil(sqrt(T)) steps, whatever T (T = 16: 4 chunks), with a recurrence too (inside)."""
     neuron = LIF(5, SuperSpike(), trainable=["tau_mem"]).to(DEVICE)
     current = torch.randn(16, 2, 5, device=DEVICE, requires_grad=True)
-    run_fused(neuron, 3 * current).sum().backward()
+    w = torch.randn(5, 5, device=DEVICE) if recurrent else None
+    w = None if w is None else w.requires_grad_()
+    run_fused(neuron, 3 * current, w).sum().backward()
     assert launches == {"run": 8, "back": 4}
     assert neuron.tau_mem_raw.grad.abs().sum() > 0
+
+
+@pytest.mark.usefixtures("float64")
+@pytest.mark.parametrize("kind", ["lif", "adlif_euler"])
+def test_triton_one_step_per_launch_above_recurrent_max(kind, monkeypatch, launches):
+    """Layers wider than RECURRENT_MAX: one launch per step after a cuBLAS product."""
+    monkeypatch.setattr(fused_triton, "RECURRENT_MAX", 4)  # the layers have 9 and 6 neurons
+    nets, x = on_device(twin_networks(kind, "subtract", False, True), events(steps=9))
+    assert_same_training_signal(nets, x)
+    assert launches["back"] == 2 * 9  # one per step, in both layers
 
 
 def test_a_triton_formula_that_differs_is_left_out(monkeypatch):

@@ -211,6 +211,11 @@ class _FusedLayer(torch.autograd.Function):
             if triton_kernel is not None and w_t is None:  # the whole chunk in one launch
                 triton_kernel.run(x.contiguous(), spikes[t0:t1], state, decide=True)
                 continue
+            if triton_kernel is not None and triton_kernel.recurrent:  # W z inside, too
+                before = spikes[t0 - 1] if t0 > 0 else z
+                triton_kernel.run(x.contiguous(), spikes[t0:t1], state, decide=True, w_t=w_t,
+                                  z_prev=before)  # fmt: skip
+                continue
             if triton_kernel is not None:  # one step per launch, after the recurrent product
                 for t in range(t0, t1):
                     x_t = torch.addmm(x[t - t0], z, w_t)
@@ -371,7 +376,12 @@ class _FusedLayer(torch.autograd.Function):
                             s_hist=s_hist, in_hist=in_hist, grad_z=grad_z_chunk)  # fmt: skip
                 if rec_weight is None:  # the whole chunk in one launch
                     triton_kernel.back(s_hi=k, steps=k, **walk)
-                for s in range(k - 1, -1, -1) if rec_weight is not None else ():
+                elif triton_kernel.recurrent:  # with dL/dz through the recurrence inside
+                    triton_kernel.back(s_hi=k, steps=k, rec=rec, w=rec_weight.contiguous(),
+                                       rec_known=rec_known, **walk)  # fmt: skip
+                    rec_known = True
+                recurrent_steps = rec_weight is not None and not triton_kernel.recurrent
+                for s in range(k - 1, -1, -1) if recurrent_steps else ():
                     triton_kernel.back(s_hi=s + 1, steps=1, rec=rec if rec_known else None,
                                        **walk)  # fmt: skip
                     if t0 + s > 0:  # in_t = x_t + W z_{t-1}

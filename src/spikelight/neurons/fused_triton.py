@@ -5,14 +5,18 @@ round trip of the whole ``[B, N]`` state through memory. Here one launch runs a 
 steps with the state in registers, one element ``(b, n)`` per lane: the forward (or its
 recompute, which reads the saved spikes and writes each step's ``p``), and the backward, which
 walks the chunk back with ``dL/ds`` in registers and sums every coefficient's local gradient.
-The recurrent product ``W z_{t-1}`` stays a cuBLAS ``mm`` between one-step launches.
+A recurrent layer of up to :data:`RECURRENT_MAX` neurons does its product ``W z_{t-1}`` (and
+``dL/din_t W`` backwards) inside too, each program holding whole batch rows and reading its own
+previous spikes in tiles (``tl.dot``); a wider one launches once per step after a cuBLAS ``mm``.
 
 The kernels' source is written from the form (:func:`source`): the step of
 :func:`spikelight.neurons.dynamics.step`, operation for operation (launched without fused
-multiply-adds, so the spikes are the PyTorch loops'), and the reverse step of
-``fused._back_step``. Each surrogate's derivative has its Triton formula here, checked on first
-use against the surrogate's own ``derivative`` (float64, on a grid), as ``native.py`` checks the
-C formulas; a surrogate whose formula differs runs the PyTorch loops, with a warning.
+multiply-adds, so the spikes are the PyTorch loops'; the in-kernel recurrent product sums in
+another order than cuBLAS, so in float32 a membrane within rounding of the threshold may spike
+differently), and the reverse step of ``fused._back_step``. Each surrogate's derivative has
+its Triton formula here, checked on first use against the surrogate's own ``derivative``
+(float64, on a grid), as ``native.py`` checks the C formulas; a surrogate whose formula differs
+runs the PyTorch loops, with a warning.
 
 ``triton`` is optional (``pip install -e ".[gpu]"``): without it, or on the CPU, the C or
 PyTorch loops run. ``SPIKELIGHT_TRITON=0`` turns the kernels off. Tests run them on CPU tensors
@@ -169,19 +173,54 @@ class _Writer:
         return f"q{j}" if j == self.form.membrane else f"p{j}"
 
 
-def _forward_source(form: Form) -> list[str]:
+def _offsets(w: _Writer, recurrent: bool) -> None:
+    """This program's elements ``e`` (``mask``: inside the plane) and their neurons ``n``: a
+    block of the flat plane, or (``recurrent``) ``BB`` whole batch rows of ``NP >= N`` lanes."""
+    if not recurrent:
+        w("e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
+        w("mask = e < plane")
+        w("n = e % size")
+        return
+    w("rows = tl.program_id(0) * BB + tl.arange(0, BB)[:, None]")
+    w("n = tl.arange(0, NP)[None, :]")
+    w("mask = (rows < plane // size) & (n < size)")
+    w("e = rows * size + n")
+
+
+def _rows_times(ieee: bool) -> str:
+    """``rows_times(acc, a_ptr, m_ptr, ...)``: ``acc + A[rows] @ M`` for ``[B, N]`` rows ``A``
+    and an ``[N, N]`` matrix ``M`` (both row-major), in ``BK``-wide tiles; float32 products in
+    full precision (``ieee``: no TF32)."""
+    precision = ', input_precision="ieee"' if ieee else ""
+    return (
+        "@triton.jit\ndef rows_times(acc, a_ptr, m_ptr, rows, n, size, batch, BK: tl.constexpr):\n"
+        "    for k0 in range(0, size, BK):\n"
+        "        kk = k0 + tl.arange(0, BK)\n"
+        "        a = tl.load(a_ptr + rows * size + kk[None, :],\n"
+        "                    mask=(rows < batch) & (kk[None, :] < size), other=0.0)\n"
+        "        m = tl.load(m_ptr + kk[:, None] * size + n,\n"
+        "                    mask=(kk[:, None] < size) & (n < size), other=0.0)\n"
+        f"        acc += tl.dot(a.to(m.dtype), m{precision})\n"
+        "    return acc\n"
+    )
+
+
+def _forward_source(form: Form, recurrent: bool = False) -> list[str]:
     """``forward``: a run of steps from the state ``s``, advanced in place; spikes decided
-    (``DECIDE``) or read; optionally each step's ``p`` and state before it."""
+    (``DECIDE``) or read; optionally each step's ``p`` and state before it. ``forward_rec``
+    (``recurrent``): the same with the input plus ``W z_{t-1}`` (``w_ptr``: ``W^T``;
+    ``zp_ptr``: the spikes of the step before the first), whole batch rows per program."""
     w, k, f = _Writer(form), len(form.states), form
     coefs = "".join(f"{name}_ptr, " for name in w.coef.values())
+    name, extra = ("forward_rec", "w_ptr, zp_ptr, ") if recurrent else ("forward", "")
+    sizes = "BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr" if recurrent else (
+        "BLOCK: tl.constexpr")  # fmt: skip
     w.lines.append(
-        f"@triton.jit\ndef forward(x_ptr, z_ptr, s_ptr, p_ptr, sh_ptr, {coefs}steps, plane, size,"
-        "\n            DECIDE: tl.constexpr, KEEP_P: tl.constexpr, KEEP_S: tl.constexpr,"
-        " BLOCK: tl.constexpr):"
+        f"@triton.jit\ndef {name}(x_ptr, z_ptr, s_ptr, p_ptr, sh_ptr, {extra}{coefs}steps, plane,"
+        " size,\n            DECIDE: tl.constexpr, KEEP_P: tl.constexpr, KEEP_S: tl.constexpr,"
+        f" {sizes}):"
     )
-    w("e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w("mask = e < plane")
-    w("n = e % size")
+    _offsets(w, recurrent)
     w.load_coefficients()
     for j in range(k):
         w(f"s{j} = tl.load(s_ptr + {j} * plane + e, mask=mask, other=0.0)")
@@ -189,8 +228,13 @@ def _forward_source(form: Form) -> list[str]:
     w("z_cur = z_ptr + e")
     w("p_cur = p_ptr + e")
     w("sh_cur = sh_ptr + e")
+    if recurrent:
+        w("zp_step = zp_ptr")
+        w("z_step = z_ptr")
     w("for t in range(steps):")
     w("x = tl.load(x_cur, mask=mask, other=0.0).to(s0.dtype)", 2)
+    if recurrent:  # in_t = x_t + W z_{t-1}, from this program's own rows of the spikes
+        w("x = rows_times(x, zp_step, w_ptr, rows, n, size, plane // size, BK)", 2)
     w("if KEEP_S:", 2)
     for j in range(k):
         w(f"tl.store(sh_cur + {j} * plane, s{j}, mask=mask)", 3)
@@ -218,27 +262,35 @@ def _forward_source(form: Form) -> list[str]:
     for ptr, stride in (("x", "plane"), ("z", "plane"), ("p", f"{k} * plane"),
                         ("sh", f"{k} * plane")):  # fmt: skip
         w(f"{ptr}_cur += {stride}", 2)
+    if recurrent:  # this step's spikes, stored by all lanes, feed the next step
+        w("tl.debug_barrier()", 2)
+        w("zp_step = z_step", 2)
+        w("z_step += plane", 2)
     for j in range(k):
         w(f"tl.store(s_ptr + {j} * plane + e, s{j}, mask=mask)")
     return w.lines
 
 
-def _backward_source(form: Form, needed: tuple) -> list[str]:
+def _backward_source(form: Form, needed: tuple, recurrent: bool = False) -> list[str]:
     """``backward``: steps ``s_hi - 1`` down to ``s_hi - n_steps`` of a chunk back through
     ``forward`` (``fused._back_step``): ``lam = dL/ds`` in place, ``dL/din`` (and ``dL/dz``) per
     step, and the local gradients of the ``needed`` slots added into ``sums [len(needed), B, N]``.
+    ``rec_ptr`` (``HAS_REC``): dL/dz of the top step through the recurrence. ``backward_rec``
+    (``recurrent``): each step's ``dL/dz_{t-1} += dL/din_t W`` inside (``w_ptr``: ``W``), whole
+    batch rows per program; the chunk's first step's goes out through ``rec_ptr``.
     """
     w, k, f, m = _Writer(form), len(form.states), form, form.membrane
     coefs = "".join(f"{name}_ptr, " for name in w.coef.values())
+    name, extra = ("backward_rec", "w_ptr, ") if recurrent else ("backward", "")
+    sizes = "BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr" if recurrent else (
+        "BLOCK: tl.constexpr")  # fmt: skip
     w.lines.append(
-        f"@triton.jit\ndef backward(p_ptr, z_ptr, out_ptr, rec_ptr, sh_ptr, in_ptr, lam_ptr, "
-        f"gin_ptr, gz_ptr, sums_ptr, consts_ptr, {coefs}s_hi, n_steps, plane, size,"
+        f"@triton.jit\ndef {name}(p_ptr, z_ptr, out_ptr, rec_ptr, sh_ptr, in_ptr, lam_ptr, "
+        f"gin_ptr, gz_ptr, sums_ptr, consts_ptr, {extra}{coefs}s_hi, n_steps, plane, size,"
         "\n             HAS_OUT: tl.constexpr, HAS_REC: tl.constexpr, KEEP_GZ: tl.constexpr,"
-        " BLOCK: tl.constexpr):"
+        f" {sizes}):"
     )
-    w("e = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)")
-    w("mask = e < plane")
-    w("n = e % size")
+    _offsets(w, recurrent)
     w.load_coefficients()
     w("beta = tl.load(consts_ptr)")
     w("half_pi = tl.load(consts_ptr + 1)")
@@ -251,7 +303,12 @@ def _backward_source(form: Form, needed: tuple) -> list[str]:
     sums = {slot: f"acc{i}" for i, slot in enumerate(needed)}
     for acc in sums.values():
         w(f"{acc} = zero")
+    w("rec = zero")
+    w("if HAS_REC:")
+    w("rec = tl.load(rec_ptr + e, mask=mask, other=0.0)", 2)
     w("last = s_hi - 1")
+    if recurrent:
+        w("gin_step = gin_ptr + last * plane")
     for ptr, stride in (("p", f"{k} * plane"), ("z", "plane"), ("out", "plane"), ("gin", "plane"),
                         ("gz", "plane"), ("sh", f"{k} * plane"), ("in", "plane")):  # fmt: skip
         w(f"{ptr}_cur = {ptr}_ptr + last * {stride} + e")
@@ -262,8 +319,7 @@ def _backward_source(form: Form, needed: tuple) -> list[str]:
     w("gz = zero", 2)
     w("if HAS_OUT:", 2)
     w("gz = tl.load(out_cur, mask=mask, other=0.0).to(p0.dtype)", 3)
-    w("if HAS_REC:", 2)  # only with n_steps == 1: dL/dz_t through the recurrence
-    w("gz = gz + tl.load(rec_ptr + e, mask=mask, other=0.0)", 3)
+    w("gz = gz + rec", 2)  # dL/dz_t through the recurrence (backward: n_steps == 1)
     w.theta(2)
     w.reset(2)
     post = f.post_rows
@@ -325,6 +381,10 @@ def _backward_source(form: Form, needed: tuple) -> list[str]:
     w("tl.store(gin_cur, gin.to(gin_ptr.dtype.element_ty), mask=mask)", 2)
     w("if KEEP_GZ:", 2)
     w("tl.store(gz_cur, gz, mask=mask)", 3)
+    if recurrent:  # in_t = x_t + W z_{t-1}: dL/dz_{t-1} from this step's dL/din, all lanes'
+        w("tl.debug_barrier()", 2)
+        w("rec = rows_times(zero, gin_step, w_ptr, rows, n, size, plane // size, BK)", 2)
+        w("gin_step -= plane", 2)
     for ptr, stride in (("p", f"{k} * plane"), ("z", "plane"), ("out", "plane"), ("gin", "plane"),
                         ("gz", "plane"), ("sh", f"{k} * plane"), ("in", "plane")):  # fmt: skip
         w(f"{ptr}_cur -= {stride}", 2)
@@ -333,12 +393,15 @@ def _backward_source(form: Form, needed: tuple) -> list[str]:
     for i, acc in enumerate(sums.values()):
         w(f"at = sums_ptr + {i} * plane + e")
         w(f"tl.store(at, tl.load(at, mask=mask, other=0.0) + {acc}, mask=mask)")
+    if recurrent:
+        w("tl.store(rec_ptr + e, rec, mask=mask)")
     return w.lines
 
 
-def source(form: Form, needed: tuple = ()) -> str:
+def source(form: Form, needed: tuple = (), dtype: torch.dtype = torch.float32) -> str:
     """The Python source of the kernels for ``form`` (``needed``: the slots whose gradient the
-    backward sums): ``surrogate``, ``slopes``, ``forward`` and ``backward``."""
+    backward sums) in ``dtype``: ``surrogate``, ``slopes``, ``forward`` and ``backward``, and
+    their recurrent variants ``forward_rec`` and ``backward_rec``."""
     scaled = form.surrogate.scale != 1.0
     parts = [
         f"# generated by spikelight.neurons.fused_triton for {form.states}, {form.reset}\n"
@@ -352,8 +415,9 @@ def source(form: Form, needed: tuple = ()) -> str:
         + ("    scale = tl.load(consts_ptr + 2)\n" if scaled else "")
         + f"    out = surrogate(x, beta, half_pi{', scale' if scaled else ''})\n"
         "    tl.store(out_ptr + e, out, mask=mask)\n",
-        "\n".join(_forward_source(form)) + "\n",
-        "\n".join(_backward_source(form, needed)) + "\n",
+        _rows_times(ieee=dtype == torch.float32),
+        *("\n".join(_forward_source(form, rec)) + "\n" for rec in (False, True)),
+        *("\n".join(_backward_source(form, needed, rec)) + "\n" for rec in (False, True)),
     ]
     return "\n\n".join(parts)
 
@@ -384,12 +448,15 @@ def _constants(surrogate, beta, like: torch.Tensor) -> torch.Tensor:
     return torch.cat([beta, rest])
 
 
-def _launch(kernel, count: int, block: int, *args, **flags):
-    """``kernel`` over ``count`` elements, without fused multiply-adds (the PyTorch loops'
+def _launch(kernel, programs: int, *args, **flags):
+    """``kernel`` on ``programs`` programs, without fused multiply-adds (the PyTorch loops'
     rounding, so the same spikes)."""
-    grid = (max(1, -(-count // block)),)
     options = {} if interpreting() else {"enable_fp_fusion": False}
-    kernel[grid](*args, BLOCK=block, **flags, **options)
+    kernel[(max(1, programs),)](*args, **flags, **options)
+
+
+def _blocks(count: int, block: int) -> int:
+    return -(-count // block)
 
 
 def block_size(count: int) -> int:
@@ -410,7 +477,8 @@ def slopes(cls, x: torch.Tensor, beta: float, scale: float = 1.0) -> torch.Tenso
     out = torch.empty_like(x)
     consts = _constants(form.surrogate, beta, x)
     block = block_size(x.numel())
-    _launch(_module(source(form)).slopes, x.numel(), block, x, out, consts, x.numel())
+    kernel = _module(source(form, dtype=x.dtype)).slopes
+    _launch(kernel, _blocks(x.numel(), block), x, out, consts, x.numel(), BLOCK=block)
     return out
 
 
@@ -441,6 +509,13 @@ def checked_surrogates(device_type: str) -> frozenset:
     return frozenset(agree)
 
 
+#: Neurons up to which a recurrent layer runs a whole chunk per launch, the recurrent product
+#: inside (each program holds whole batch rows: ``[16, N]`` in registers); above, one launch per
+#: step after a cuBLAS product.
+RECURRENT_MAX = 512
+ROWS, TILE = 16, 16  # batch rows per program and the product's tile (tl.dot's smallest)
+
+
 class Kernel:
     """The kernels of one layer's :class:`~.dynamics.Dynamics` and the launches the fused layer
     makes with them (``need``: the form slots whose gradient the backward sums)."""
@@ -450,41 +525,59 @@ class Kernel:
         self.needed = tuple(
             s for s in form.slots if need is not None and need[s] and s[0] != "initial"
         )
-        self.kernels = _module(source(form, self.needed))
         like = d.threshold
+        self.kernels = _module(source(form, self.needed, like.dtype))
         self.coefficients = [t.expand(size).contiguous() for t in d.tensors()]
         self.consts = _constants(form.surrogate, beta, like)
-        self.k, self.plane = len(form.states), batch * size
+        self.k, self.batch, self.plane = len(form.states), batch, batch * size
         self.size, self.block = size, block_size(batch * size)
+        #: whether a recurrent layer of this size runs whole chunks per launch
+        self.recurrent = size <= RECURRENT_MAX
+        self.rows = {"BB": ROWS, "NP": max(TILE, 1 << (size - 1).bit_length()), "BK": TILE}
 
-    def run(self, x, z, s, decide: bool, p_hist=None, s_hist=None) -> None:
+    def run(self, x, z, s, decide: bool, p_hist=None, s_hist=None, w_t=None, z_prev=None):
         """Advance the state ``s [k, B, N]`` in place over the steps of ``x [steps, B, N]``,
-        writing the spikes into ``z`` (``decide``) or reading them; ``*_hist``: outputs."""
-        _launch(
-            self.kernels.forward, self.plane, self.block, x, z, s,
-            s if p_hist is None else p_hist, s if s_hist is None else s_hist,
+        writing the spikes into ``z`` (``decide``) or reading them; ``*_hist``: outputs. With
+        ``w_t`` (``W^T``, needs :attr:`recurrent`) the input of each step adds ``W z_{t-1}``,
+        ``z_prev [B, N]`` the spikes before the first."""
+        shared = (
             *self.coefficients, x.shape[0], self.plane, self.size,
-            DECIDE=decide, KEEP_P=p_hist is not None, KEEP_S=s_hist is not None,
         )  # fmt: skip
+        flags = dict(DECIDE=decide, KEEP_P=p_hist is not None, KEEP_S=s_hist is not None)
+        hist = (s if p_hist is None else p_hist, s if s_hist is None else s_hist)
+        if w_t is None:
+            _launch(self.kernels.forward, _blocks(self.plane, self.block), x, z, s, *hist,
+                    *shared, BLOCK=self.block, **flags)  # fmt: skip
+        else:
+            _launch(self.kernels.forward_rec, _blocks(self.batch, ROWS), x, z, s, *hist, w_t,
+                    z_prev, *shared, **self.rows, **flags)  # fmt: skip
 
     def new_sums(self, like: torch.Tensor) -> torch.Tensor:
         """Zeroed accumulators ``[len(needed), B, N]`` for :meth:`back`."""
         return like.new_zeros(max(len(self.needed), 1), self.plane)
 
     def back(self, p, z, lam, grad_in, sums, s_hi: int, steps: int, outside=None, rec=None,
-             s_hist=None, in_hist=None, grad_z=None) -> None:  # fmt: skip
+             s_hist=None, in_hist=None, grad_z=None, w=None, rec_known=True) -> None:  # fmt: skip
         """Walk steps ``s_hi - 1`` down to ``s_hi - steps`` of a chunk back (``rec``: dL/dz of
-        the top step through the recurrence; only with one step)."""
-        if rec is not None and steps != 1:
+        the top step through the recurrence; only with one step). With ``w`` (the recurrent
+        weights, needs :attr:`recurrent`) every step's recurrence is inside; ``rec`` is read
+        first where ``rec_known`` and receives the first step's dL/dz_{t-1}."""
+        if rec is not None and steps != 1 and w is None:
             raise ValueError("the recurrent dL/dz enters one step at a time")
-        _launch(
-            self.kernels.backward, self.plane, self.block, p, z,
-            p if outside is None else outside, p if rec is None else rec,
+        args = (
+            p, z, p if outside is None else outside, p if rec is None else rec,
             p if s_hist is None else s_hist, p if in_hist is None else in_hist, lam, grad_in,
-            p if grad_z is None else grad_z, sums, self.consts, *self.coefficients, s_hi, steps,
-            self.plane, self.size, HAS_OUT=outside is not None, HAS_REC=rec is not None,
-            KEEP_GZ=grad_z is not None,
+            p if grad_z is None else grad_z, sums, self.consts,
         )  # fmt: skip
+        shared = (*self.coefficients, s_hi, steps, self.plane, self.size)
+        flags = dict(HAS_OUT=outside is not None, HAS_REC=rec is not None and rec_known,
+                     KEEP_GZ=grad_z is not None)  # fmt: skip
+        if w is None:
+            _launch(self.kernels.backward, _blocks(self.plane, self.block), *args, *shared,
+                    BLOCK=self.block, **flags)  # fmt: skip
+        else:
+            _launch(self.kernels.backward_rec, _blocks(self.batch, ROWS), *args, w, *shared,
+                    **self.rows, **flags)  # fmt: skip
 
     def slot_sums(self, sums: torch.Tensor, batch: int) -> dict:
         """The needed slots' gradients ``[N]``: ``sums`` summed over the batch."""
