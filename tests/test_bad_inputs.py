@@ -44,6 +44,7 @@ BAD_INPUTS = [
     ("num_steps_zero", ["data.num_steps=0"], "data.num_steps"),
     ("batch_size_zero", ["data.batch_size=0"], "data.batch_size"),
     ("batch_size_uneven_ddp", ["trainer.devices=3", "data.batch_size=256"], "data.batch_size"),
+    ("precision_unknown", ["trainer.precision=bf8-mixed"], "trainer.precision"),
     ("lr_zero", ["model.optimizer.lr=0"], "model.optimizer.lr"),
     ("lr_negative", ["model.optimizer.lr=-1e-3"], "model.optimizer.lr"),
     ("neuron_lr_negative", ["model.neuron_lr=-1"], "model.neuron_lr"),

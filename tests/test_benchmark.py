@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import sys
 
 import pytest
@@ -164,10 +165,16 @@ def test_peak_step_memory_sees_a_known_allocation():
     assert idle["peak_bytes"] < 8 * MIB, idle
 
 
-@pytest.mark.parametrize("peer,module", [("snnTorch", "snntorch"), ("Norse", "norse")])
+PEERS = [("snnTorch", "snntorch"), ("Norse", "norse"), ("Norse (compiled)", "norse"),
+         ("SpikingJelly", "spikingjelly")]  # fmt: skip
+
+
+@pytest.mark.parametrize("peer,module", PEERS)
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_peer_builds_and_steps(peer, module, recurrent):
     pytest.importorskip(module)
+    if "compiled" in peer and shutil.which("cc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler")
     setup = tiny_setup(recurrent=recurrent)
     peer_bench = registry.implementations()[peer].build(setup)
     loss, spikes = peer_bench.forward()
@@ -307,13 +314,29 @@ def test_peak_memory_child_runs_the_script():
     assert len(peak["peak_bytes_each"]) == 3 and peak["peak_bytes"] >= 0
 
 
-def test_pytorch_loops_row_restores_the_c_loop_switch():
-    from spikelight.neurons import native
+def test_pytorch_loops_row_restores_the_c_loop_and_triton_switches():
+    from spikelight.neurons import fused_triton, native
 
     row = registry.implementations()["spikelight (PyTorch loops)"].build(tiny_setup())
-    assert native.set_enabled(True) is True
+    assert native.set_enabled(True) is True and fused_triton.set_enabled(True) is True
     row.step()
     assert native.set_enabled(True) is True  # switched off for the step only
+    assert fused_triton.set_enabled(True) is True
+    assert set(build_spikelight(tiny_setup()).info["layers"]) == {"hidden0", "readout"}
+
+
+def test_open_neuromorphic_cases_run_by_default_on_a_gpu_only():
+    """Linear n -> n + LIF, batch 16, T = 500 at 4k, 8k and 16k neurons, beside the SHD cases
+    on CUDA; on the CPU the default stays the SHD cases."""
+    on = cases.OPEN_NEUROMORPHIC_CASES
+    assert [(c.T, c.batch, c.inputs, c.hidden, c.recurrent) for c in on.values()] == [
+        (500, 16, n, n, False) for n in (4096, 8192, 16384)
+    ]
+    assert cases.default_cases(torch.device("cpu")) == list(cases.SHD_CASES)
+    assert cases.default_cases(torch.device("cuda")) == [*cases.SHD_CASES, *on]
+    small = cli.configured(on["on_4k"], cli.build_parser().parse_args(["--hidden", "8"]))
+    assert (small.hidden, small.inputs) == (8, 4096)  # only what the command line names
+    assert cli.configured(on["on_4k"], cli.build_parser().parse_args([])).hidden == 4096
 
 
 def test_dense_input_row_takes_the_dense_path_and_restores_the_crossover(monkeypatch):

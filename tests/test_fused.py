@@ -96,7 +96,7 @@ def events(steps=40, batch=3, channels=12, density=0.3, seed=2):
 
 def loss_and_grads(net, x, through_spikes=True):
     out = net(x)
-    target = torch.arange(x.shape[1]) % out.logits.shape[1]
+    target = torch.arange(x.shape[1], device=x.device) % out.logits.shape[1]
     loss = torch.nn.functional.cross_entropy(out.logits, target)
     if through_spikes:  # gradients into every layer's spikes too, not only through the readout
         loss = loss + sum(z.mean() for z in out.spikes.values())

@@ -7,14 +7,16 @@
     python scripts/benchmark.py --neuron-loops            # each neuron: fused vs autograd loop
     python scripts/benchmark.py --augment                 # event augmentation per batch
     python scripts/benchmark.py --all --markdown --json bench.json   # everything, as in docs/
-    python scripts/benchmark.py --device cuda             # the same on a GPU
+    python scripts/benchmark.py --device cuda             # on a GPU, + the open-neuromorphic cases
 
 One *step* is a full training step of the SHD-sized classifier: forward over ``T`` time steps,
 max-over-time cross-entropy, backward, ``zero_grad`` (no optimiser update: it costs the same for
 every implementation). The network is 700 inputs (about 2% of the ``[T, B, 700]`` bins active,
 seeded) -> 256 current-based LIF neurons (recurrent or feed-forward) -> 20-unit leaky-integrator
 readout; dt 1 ms, tau_mem 10 ms, tau_syn 5 ms, SuperSpike beta 100, as ``experiment=shd``;
-initial weights scaled for a hidden firing rate of about 4-5 % per step.
+initial weights scaled for a hidden firing rate of about 4-5 % per step. The ``on_*`` cases
+(run by default on a GPU) are the open-neuromorphic library benchmark's sizes in the same step:
+Linear n -> n + n LIF neurons (feed-forward), batch 16, T = 500, n = 4k, 8k, 16k.
 
 Implementations (rows), all in one process on the same input tensor and the same initial weights:
 
@@ -24,14 +26,17 @@ Implementations (rows), all in one process on the same input tensor and the same
   (``spikelight.neurons.native.set_enabled(False)`` around the forward pass); ``spikelight
   (dense input)`` the default with the input product always one dense BLAS call instead of
   per-event sums (the other side of ``spikelight.neurons.events.SPARSE_DENSITY``); ``spikelight
-  (compiled)`` the default in ``torch.compile`` (``spikelight_rows.py``);
+  (compiled)`` the default in ``torch.compile`` (``spikelight_rows.py``); on a GPU the default
+  runs the Triton kernels where triton imports, the PyTorch-loops row the dense loops;
 - ``reference``: the same equations written as a straightforward PyTorch loop
   (``reference.py``). Before timing, loss and every weight gradient of each spikelight row are
   checked against it, asserted in float64 and reported for the timed float32 rows
   (``checks.py``; a mismatch stops the run), so the rows compute the same thing;
-- ``snnTorch`` and ``Norse`` when installed (optional; ``pip install --no-deps``, see
-  docs/benchmarks.md): their own LIF modules at the same sizes (``peers.py``). Their equations
-  differ in normalisation details, so they are not checked for agreement.
+- ``snnTorch``, ``Norse`` (eager, and ``Norse (compiled)``: its cells in ``torch.compile``) and
+  ``SpikingJelly`` (CuPy backend on a GPU where cupy imports) when installed (optional;
+  ``pip install --no-deps``, see docs/benchmarks.md): their own LIF modules at the same sizes
+  (``peers.py``). Their equations differ in normalisation details, so they are not checked for
+  agreement. A peer whose first step fails is reported as not run.
 
 Timing (``measure.py``): ``--warmup`` steps each, then ``--repeats`` rounds; each round times one
 step of every implementation (round-robin, rotating the order), so machine noise hits all rows

@@ -33,11 +33,29 @@ class Case:
     seed: int = 0
 
 
-CASES = {
+SHD_CASES = {
     "shd_recurrent": Case("shd_recurrent", T=100, batch=64),
     "shd_recurrent_long": Case("shd_recurrent_long", T=250, batch=128),
     "shd_feedforward": Case("shd_feedforward", T=100, batch=64, recurrent=False),
 }
+#: The open-neuromorphic SNN library benchmark's sizes (Linear n -> n, then n LIF neurons,
+#: batch 16, T = 500), inside this benchmark's training step (the readout and loss above). At
+#: 2 % input density the input current has the SHD cases' spread whatever n (the weights scale
+#: with 1 / sqrt(n)), so the hidden layer fires in the same range.
+OPEN_NEUROMORPHIC_CASES = {
+    f"on_{n // 1024}k": Case(
+        f"on_{n // 1024}k", T=500, batch=16, recurrent=False, inputs=n, hidden=n
+    )  # fmt: skip
+    for n in (4096, 8192, 16384)
+}
+CASES = {**SHD_CASES, **OPEN_NEUROMORPHIC_CASES}
+
+
+def default_cases(device: torch.device) -> list[str]:
+    """The cases run when none is named: the SHD-sized ones, and on a GPU the
+    open-neuromorphic ones too (16k x 16k weights and T = 500 are for a GPU)."""
+    extra = list(OPEN_NEUROMORPHIC_CASES) if device.type == "cuda" else []
+    return [*SHD_CASES, *extra]
 
 
 @dataclass

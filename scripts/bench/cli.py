@@ -25,6 +25,7 @@ from .cases import (
     THRESHOLD,
     WEIGHT_SCALES,
     Case,
+    default_cases,
 )
 from .checks import DEFAULT_RTOL, DEFAULT_RTOL_FLOAT32
 from .measure import child_main
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--case", action="append", choices=list(CASES), help="repeatable")
     p.add_argument("--scaling", action="store_true", help="time/memory against T and batch")
-    p.add_argument("--all", action="store_true", help="every case and --scaling")
+    p.add_argument("--all", action="store_true", help="the device's default cases and --scaling")
     p.add_argument(
         "--rate-sweep",
         action="store_true",
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--T", type=positive, help="override the cases' time steps")
     p.add_argument("--batch", type=positive, help="override the cases' batch size")
-    p.add_argument("--hidden", type=positive, default=256, help="hidden LIF neurons")
+    p.add_argument("--hidden", type=positive, help="override the cases' hidden LIF neurons")
     p.add_argument("--inputs", type=positive, help="override the 700 input channels")
     p.add_argument("--density", type=float, help="fraction of active input bins (0.02)")
     p.add_argument("--seed", type=int, default=0)
@@ -158,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configured(case: Case, args) -> Case:
     """``case`` with the command line's sizes, density and seed."""
-    case = dataclasses.replace(case, hidden=args.hidden, seed=args.seed)
-    overrides = {"T": args.T, "batch": args.batch, "inputs": args.inputs}
+    case = dataclasses.replace(case, seed=args.seed)
+    overrides = {"T": args.T, "batch": args.batch, "inputs": args.inputs, "hidden": args.hidden}
     overrides["density"] = args.density
     return dataclasses.replace(case, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"{flag} {path}: no such file")
 
     asked = args.case or args.scaling or args.rate_sweep or args.neuron_loops or args.augment
-    names = list(CASES) if args.all or not asked else args.case or []
+    names = default_cases(device) if args.all or not asked else args.case or []
     cases = [configured(CASES[name], args) for name in dict.fromkeys(names)]
     sweep_cases = [configured(CASES[name], args) for name in RATE_SWEEP_CASES]
     rates = list(DEFAULT_RATES) if args.rates is None else args.rates

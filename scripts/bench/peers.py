@@ -1,4 +1,5 @@
-"""The peer rows: snnTorch's and Norse's own LIF modules at the benchmarked sizes."""
+"""The peer rows: snnTorch's, Norse's and SpikingJelly's own LIF modules at the benchmark's
+sizes."""
 
 from __future__ import annotations
 
@@ -95,11 +96,13 @@ def build_snntorch(setup: Setup) -> Bench:
 
 
 @register("Norse", group="peer", available=requires("norse"))
-def build_norse(setup: Setup) -> Bench:
+def build_norse(setup: Setup, compiled: bool = False) -> Bench:
     """norse.torch.LIFRecurrent (LIF feed-forward after a Linear), method="super", LI readout.
 
     ``LIFRecurrent`` holds the input weights and projects the input inside its time loop (its own
-    design); autapses are allowed so the recurrent weights are the shared ones.
+    design); autapses are allowed so the recurrent weights are the shared ones. ``compiled``:
+    the same network from Norse's one-step cells, each in ``torch.compile``, stepped by a Python
+    loop (compiling the whole sequence would unroll every time step into one graph).
     """
     import norse.torch as norse
 
@@ -137,11 +140,35 @@ def build_norse(setup: Setup) -> Bench:
             self.readout = norse.LI(p=p_out, dt=DT)
 
         def forward(self, x):
+            if compiled:
+                return self.forward_cells(x)
             spikes, _ = self.lif(x if self.fc is None else self.fc(x))
             v, _ = self.readout(self.fc_out(spikes))
             return v.max(0).values, spikes
 
+        def forward_cells(self, x):
+            state, spikes = None, []
+            for x_t in x if self.fc is None else self.fc(x):
+                z, state = self.lif_cell(x_t, state)
+                spikes.append(z)
+            spikes = torch.stack(spikes)
+            state, trace = None, []
+            for current_t in self.fc_out(spikes):
+                v, state = self.readout_cell(current_t, state)
+                trace.append(v)
+            return torch.stack(trace).max(0).values, spikes
+
     net = Net()
+    if compiled:  # the cells share the modules' weights and parameters
+        if case.recurrent:
+            cell = norse.LIFRecurrentCell(case.inputs, case.hidden, p=p, dt=DT, autapses=True)
+            cell.input_weights, cell.recurrent_weights = (
+                net.lif.input_weights, net.lif.recurrent_weights
+            )  # fmt: skip
+        else:
+            cell = norse.LIFCell(p=p, dt=DT)
+        net.lif_cell = torch.compile(cell)
+        net.readout_cell = torch.compile(norse.LICell(p=p_out, dt=DT))
     assign(net.fc_out.weight, setup.weights["w_out"].cpu())
     if case.recurrent:
         params = {"w_in": net.lif.input_weights, "w_rec": net.lif.recurrent_weights}
@@ -156,4 +183,94 @@ def build_norse(setup: Setup) -> Bench:
         logits, spikes = net(x)
         return F.cross_entropy(logits, y), spikes
 
-    return Bench(net, forward, params, {"version": dist_version("norse")})
+    info = {"version": dist_version("norse"), "compiled": compiled}
+    return Bench(net, forward, params, info)
+
+
+@register("Norse (compiled)", group="peer", available=requires("norse"))
+def build_norse_compiled(setup: Setup) -> Bench:
+    return build_norse(setup, compiled=True)
+
+
+def spikingjelly_backend(device: torch.device) -> str:
+    """SpikingJelly's CuPy kernels on a CUDA device where CuPy imports, else its torch loop."""
+    if device.type != "cuda":
+        return "torch"
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "cupy"
+
+
+@register("SpikingJelly", group="peer", available=requires("spikingjelly"))
+def build_spikingjelly(setup: Setup) -> Bench:
+    """activation_based.neuron.LIFNode, multi-step, CuPy backend where it runs (see
+    :func:`spikingjelly_backend`), soft reset (subtract) of the detached spike, sigmoid surrogate.
+
+    SpikingJelly's LIF has one state, ``v = v + (x - v) / tau`` (no synaptic current): the
+    benchmarked LIF without its synapse, ``tau`` (in steps) giving the same membrane decay
+    ``1 - 1/tau = exp(-dt / tau_mem)``, and the shared weights times the synapse's gain at rest
+    ``1 / (1 - exp(-dt / tau_syn))`` so that it fires in the same range. The recurrent case
+    steps a single-step LIFNode (SpikingJelly's multi-step kernels take no recurrence; its
+    single steps run on the torch backend). The readout is a LIFNode with a threshold it never
+    reaches (its membrane, max over time; an infinite one would make the soft reset 0 * inf).
+    Its equations differ most from the others'; not checked.
+    """
+    from spikingjelly.activation_based import layer, neuron, surrogate
+
+    case = setup.case
+    backend = spikingjelly_backend(setup.device) if not case.recurrent else "torch"
+    tau = 1 / (1 - math.exp(-DT / TAU_MEM))
+    ro_tau = 1 / (1 - math.exp(-DT / READOUT_TAU_MEM))
+    gain = 1 / (1 - math.exp(-DT / TAU_SYN))
+    ro_gain = 1 / (1 - math.exp(-DT / READOUT_TAU_SYN))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = layer.Linear(case.inputs, case.hidden, bias=False, step_mode="m")
+            self.lif = neuron.LIFNode(
+                tau=tau, v_threshold=THRESHOLD, v_reset=None, detach_reset=True,
+                surrogate_function=surrogate.Sigmoid(),
+                step_mode="s" if case.recurrent else "m", backend=backend,
+            )  # fmt: skip
+            if case.recurrent:
+                self.rec = nn.Linear(case.hidden, case.hidden, bias=False)
+            self.fc_out = layer.Linear(case.hidden, case.classes, bias=False, step_mode="m")
+            self.readout = neuron.LIFNode(
+                tau=ro_tau, v_threshold=1e9, v_reset=None, step_mode="m",
+                backend=spikingjelly_backend(setup.device), store_v_seq=True,
+            )  # fmt: skip
+
+        def forward(self, x):
+            for module in (self.lif, self.readout):
+                module.reset()
+            current = self.fc(x)
+            if case.recurrent:
+                z, spikes = None, []
+                for current_t in current:
+                    z = self.lif(current_t if z is None else current_t + self.rec(z))
+                    spikes.append(z)
+                spikes = torch.stack(spikes)
+            else:
+                spikes = self.lif(current)
+            self.readout(self.fc_out(spikes))
+            return self.readout.v_seq.max(0).values, spikes
+
+    net = Net()
+    params = {"w_in": net.fc.weight, "w_out": net.fc_out.weight}
+    assign(net.fc.weight, setup.weights["w_in"].cpu() * gain)
+    assign(net.fc_out.weight, setup.weights["w_out"].cpu() * ro_gain)
+    if case.recurrent:
+        params["w_rec"] = net.rec.weight
+        assign(net.rec.weight, setup.weights["w_rec"].cpu() * gain)
+    net = net.to(setup.device, setup.dtype)
+    x, y = setup.x, setup.y
+
+    def forward():
+        logits, spikes = net(x)
+        return F.cross_entropy(logits, y), spikes
+
+    info = {"version": dist_version("spikingjelly"), "backend": backend}
+    return Bench(net, forward, params, info)

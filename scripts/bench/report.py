@@ -42,7 +42,17 @@ def machine_info(device: torch.device) -> dict:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "versions": {
             name: dist_version(name)
-            for name in ("spikelight", "snntorch", "norse", "nir", "nirtorch")
+            for name in (
+                "spikelight",
+                "snntorch",
+                "norse",
+                "spikingjelly",
+                "cupy-cuda12x",
+                "cupy-cuda13x",
+                "triton",
+                "nir",
+                "nirtorch",
+            )  # fmt: skip
         },
         "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
@@ -286,7 +296,9 @@ def machine_line(machine: dict) -> str:
     cpus = f"{machine['cpus_usable']} usable CPUs"
     gpu = f", GPU {machine['gpu']}" if machine["gpu"] else ""
     peers = ", ".join(
-        f"{k} {v}" for k, v in machine["versions"].items() if v and k in ("snntorch", "norse")
+        f"{k} {v}"
+        for k, v in machine["versions"].items()
+        if v and k in ("snntorch", "norse", "spikingjelly", "cupy-cuda12x", "cupy-cuda13x")
     )
     return (
         f"{machine['cpu']} ({cpus}), torch {machine['torch']} "

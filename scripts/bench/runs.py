@@ -31,9 +31,12 @@ def build_rows(setup: Setup, impls: list[Implementation]) -> tuple[dict[str, dic
             try:
                 benches[impl.name] = impl.build(setup)
                 row["info"] = benches[impl.name].info
+                if impl.group == "peer":  # a trial step: kernels that fail to build fail here
+                    benches[impl.name].step()
             except Exception as err:  # a peer that does not run here: report, go on
                 if impl.group != "peer":
                     raise
+                benches.pop(impl.name, None)
                 reason = f"{type(err).__name__}: {err}"
         if reason is not None:
             row.update(available=False, reason=reason)
@@ -175,8 +178,9 @@ def run_scaling(impls: list[Implementation], args, device: torch.device) -> dict
     setups, benches = {}, {}
     for T, batch in sizes:
         case = dataclasses.replace(
-            CASES["shd_recurrent"], name="scaling", T=T, batch=batch, hidden=args.hidden
-        )
+            CASES["shd_recurrent"], name="scaling", T=T, batch=batch,
+            hidden=args.hidden or CASES["shd_recurrent"].hidden,
+        )  # fmt: skip
         if args.inputs:
             case = dataclasses.replace(case, inputs=args.inputs)
         setups[T, batch] = make_setup(case, device)

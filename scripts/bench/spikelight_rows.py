@@ -82,6 +82,7 @@ def spikelight_bench(
     info = dict(kwargs)
     if "time_loop" not in info:  # record the default a user gets
         info["time_loop"] = inspect.signature(SpikingNetwork).parameters["time_loop"].default
+    info["layers"] = net.time_loops()  # e.g. "fused, Triton kernels" on a GPU
     return Bench(net, forward, params, info)
 
 
@@ -98,19 +99,21 @@ def build_spikelight_autograd(setup: Setup) -> Bench:
 
 @register("spikelight (PyTorch loops)", group="spikelight", check=True)
 def build_spikelight_pytorch_loops(setup: Setup) -> Bench:
-    """What runs without a C compiler (or with ``SPIKELIGHT_NATIVE=0``): the fused layer's
-    loops issued as PyTorch operations. The forward pass picks the loops; backward follows."""
-    from spikelight.neurons import native
+    """What runs without a C compiler or triton (``SPIKELIGHT_NATIVE=0``,
+    ``SPIKELIGHT_TRITON=0``): the fused layer's loops issued as PyTorch operations, dense on a
+    GPU. The forward pass picks the loops; backward follows."""
+    from spikelight.neurons import fused_triton, native
 
     bench = spikelight_bench(setup)
     forward = bench.forward
 
     def forward_without_c_loops():
-        previous = native.set_enabled(False)
+        previous = native.set_enabled(False), fused_triton.set_enabled(False)
         try:
             return forward()
         finally:
-            native.set_enabled(previous)
+            native.set_enabled(previous[0])
+            fused_triton.set_enabled(previous[1])
 
     bench.forward = forward_without_c_loops
     return bench

@@ -69,6 +69,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_config_sources(check)
     _check_run(check)
     _check_parallelism(check)
+    _check_precision(check)
     _check_logger_packages(check)
     data = _check_groups(check)
     _check_delays(check)
@@ -162,6 +163,17 @@ def _check_parallelism(check: _Checker) -> None:
             "trainer.strategy=ddp_spawn, or let SLURM create the ranks (hydra/launcher=slurm "
             "hydra.launcher.tasks_per_node=N hydra.launcher.gpus_per_node=N trainer.devices=N)",
         )
+
+
+#: Lightning's precision settings (``trainer.precision``); the fused layers compute in float32
+#: under the mixed ones and in float64 under ``64-true``.
+PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
+
+
+def _check_precision(check: _Checker) -> None:
+    precision = check.get("trainer.precision")
+    if precision is not _ABSENT and str(precision) not in PRECISIONS:
+        check.fail("trainer.precision", precision, f"one of {', '.join(PRECISIONS)}")
 
 
 def _build(check: _Checker, group: str, make: Callable[[], Any], keys=None) -> Any:

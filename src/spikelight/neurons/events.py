@@ -115,7 +115,8 @@ class _SpikeProjection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         fired, weight = ctx.saved_tensors
-        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+        # under autocast the product (and so its gradient) may be in a lower precision
+        grad_z = grad @ weight.to(grad.dtype) if ctx.needs_input_grad[0] else None
         grad_w = spike_outer(grad, fired) if ctx.needs_input_grad[1] else None
         return grad_z, grad_w
 

@@ -24,9 +24,15 @@ the post-spike update sends ``E^T lam`` to ``q`` and ``D . lam`` to ``z``; the r
 surrogate slope and the threshold give ``dL/dp``; the pre-spike update gives
 ``dL/ds_{t-1} = A^T dL/dp`` and ``dL/din_t = B . dL/dp``. Each coefficient's gradient is its
 local derivative summed over batch and time; autograd carries it on to the neuron parameters.
-On the CPU the steps run as C loops (``native.py``, ``fused_native.c``) where a C compiler is
-available, else (and on accelerators, where dense products are cheap and listing spikes would
-wait for the device) as the PyTorch loops here (:func:`spikelight.neurons.dynamics.step`).
+On a CUDA device with ``triton`` installed the steps run as Triton kernels generated from the
+neuron's form (:mod:`.fused_triton`; the spikes kept as booleans and the products dense, which
+are cheap there, where listing spikes would wait for the device). On the CPU they run as C loops
+(``native.py``, ``fused_native.c``) where a C compiler is available, else as the PyTorch loops
+here (:func:`spikelight.neurons.dynamics.step`).
+
+Under autocast (``trainer.precision=bf16-mixed`` / ``16-mixed``) the layer's input current
+arrives in the lower precision; the layer runs in float32 (its state, surrogate, coefficients
+and the readout projection) and gives float32 spikes.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import math
 
 import torch
 
-from spikelight.neurons import dynamics, native
+from spikelight.neurons import dynamics, fused_triton, native
 from spikelight.neurons.dynamics import Dynamics
 from spikelight.neurons.events import Events, sparse_matrix
 
@@ -67,8 +73,19 @@ def describe(neuron, like: torch.Tensor) -> str:
     reason = neuron.fused_reason()
     if reason is not None:
         return f"autograd loop ({reason})"
+    like = like.to(compute_dtype(like.dtype))
+    no_triton = fused_triton.unavailable(neuron.surrogate, like)
+    if no_triton is None:
+        return "fused, Triton kernels"
     why = c_loops_reason(neuron.surrogate, like)
-    return "fused, C loops" if why is None else f"fused, PyTorch loops ({why})"
+    if why is None:
+        return "fused, C loops"
+    return f"fused, PyTorch loops ({why}; Triton: {no_triton})"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype a fused layer computes in: float32 for half-precision input (autocast)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _back_step(d: Dynamics, need: dict, sums: dict, lam, grad_z, p, z, s_prev, x_in, beta):
@@ -165,7 +182,11 @@ class _FusedLayer(torch.autograd.Function):
         w_in_t = w_in.t().contiguous() if events is not None else None
         w_t = rec_weight.t().contiguous() if rec_weight is not None else None
         kernel, c_loops = None, native.supports(like)  # the backward follows these choices
-        if c_loops_reason(form.surrogate, like, spikes.shape) is None:
+        triton_kernel = None
+        if fused_triton.unavailable(form.surrogate, like, spikes.shape) is None:
+            triton_kernel = fused_triton.Kernel(d, batch, size, beta)
+            current = current.contiguous() if current is not None else None
+        elif c_loops_reason(form.surrogate, like, spikes.shape) is None:
             kernel = native.Kernel(d, batch, size, like.dtype, w_t, float(beta.to(like.dtype)))
             current = current.contiguous() if current is not None else None
         spike_index, spike_ptr = [], [0]  # the C loops' spike positions, by time step
@@ -187,6 +208,20 @@ class _FusedLayer(torch.autograd.Function):
                 spike_index.append(index + t0 * batch * size)  # over [T, B, N]: int32
                 spike_ptr.extend((spike_ptr[-1] + counts.cumsum(0)).tolist())
                 continue
+            if triton_kernel is not None and w_t is None:  # the whole chunk in one launch
+                triton_kernel.run(x.contiguous(), spikes[t0:t1], state, decide=True)
+                continue
+            if triton_kernel is not None and triton_kernel.recurrent:  # W z inside, too
+                before = spikes[t0 - 1] if t0 > 0 else z
+                triton_kernel.run(x.contiguous(), spikes[t0:t1], state, decide=True, w_t=w_t,
+                                  z_prev=before)  # fmt: skip
+                continue
+            if triton_kernel is not None:  # one step per launch, after the recurrent product
+                for t in range(t0, t1):
+                    x_t = torch.addmm(x[t - t0], z, w_t)
+                    triton_kernel.run(x_t[None], spikes[t : t + 1], state, decide=True)
+                    z = spikes[t]
+                continue
             rows = tuple(state.unbind(0))
             for t in range(t0, t1):
                 x_t = x[t - t0] if w_t is None else torch.addmm(x[t - t0], z, w_t)
@@ -195,6 +230,7 @@ class _FusedLayer(torch.autograd.Function):
                 )  # 0./1. <=> u - theta > 0, exactly
             state = torch.stack(rows)
         ctx.form, ctx.starts, ctx.chunk, ctx.ptr, ctx.c_loops = form, starts, chunk, ptr, c_loops
+        ctx.triton, ctx.dtype = triton_kernel is not None, like.dtype
         ctx.event_shape = events.shape if events is not None else None
         ctx.spike_ptr = spike_ptr if kernel is not None else None  # None: the PyTorch loops
         # the spikes kept: flat positions over [T, B, N], or booleans (a quarter of floats)
@@ -231,8 +267,10 @@ class _FusedLayer(torch.autograd.Function):
         steps, batch, size = ctx.shape
         k_states = len(form.states)
         plane = batch * size  # elements per time step
+        dtype = ctx.dtype  # the forward's (float32 under autocast, whatever the gradients')
+        grad_spikes = None if grad_spikes is None else grad_spikes.to(dtype)
+        grad_out = None if grad_out is None else grad_out.to(dtype)
         like = grad_spikes if grad_spikes is not None else grad_out
-        dtype = like.dtype
         beta_ = beta.to(dtype)
         keep_s = any(need[("pre", e)] for e in form.pre)  # the state before each step
         keep_in = any(need[("inputs", j)] for j in form.inputs)  # each step's input
@@ -245,6 +283,11 @@ class _FusedLayer(torch.autograd.Function):
             kernel = native.Kernel(d, batch, size, dtype, w_rec_t, float(beta_))
             c_sums = {slot: like.new_zeros(size, dtype=torch.float64)
                       for slot in form.slots if need[slot] and slot[0] != "initial"}  # fmt: skip
+        triton_kernel = None
+        if ctx.triton:  # the coefficients' gradients summed over T here, over B at the end
+            triton_kernel = fused_triton.Kernel(d, batch, size, beta_, need)
+            t_sums = triton_kernel.new_sums(like)
+        if kernel is not None or triton_kernel is not None:
             rec = like.new_empty(batch, size)  # dL/dz_t through the recurrence, once known
             rec_known = False
         # W_in's gradient as a sum over the events in C (no sort), where the positions are int32
@@ -297,13 +340,17 @@ class _FusedLayer(torch.autograd.Function):
                     if t0 == 0:
                         previous = torch.cat([torch.zeros_like(previous[:1]), previous])
                     x = x + (previous.view(-1, size) @ w_rec_t).view(k, batch, size)
-                in_hist = x
+                in_hist = x = x.contiguous()
                 rows = tuple(chunk_states[c].unbind(0))
-                for s in range(k):
-                    if s_hist is not None:
-                        s_hist[s] = torch.stack(rows)
-                    _, p, rows = dynamics.step(d, x[s], rows, spike=z_chunk[s])
-                    p_hist[s] = torch.stack(p)
+                if triton_kernel is not None:
+                    triton_kernel.run(x, z_chunk, chunk_states[c].clone(), decide=False,
+                                      p_hist=p_hist, s_hist=s_hist)  # fmt: skip
+                else:
+                    for s in range(k):
+                        if s_hist is not None:
+                            s_hist[s] = torch.stack(rows)
+                        _, p, rows = dynamics.step(d, x[s], rows, spike=z_chunk[s])
+                        p_hist[s] = torch.stack(p)
             grad_z_chunk = scratch("grad_z", k) if need["beta"] else None
             grad_in = grad_x[t0:t1] if grad_x is not None else scratch("grad_in", k)
             # dL/dz_t from outside: the spikes' own gradient and the next layer's, through W_out
@@ -321,6 +368,23 @@ class _FusedLayer(torch.autograd.Function):
                 for s in range(k - 1, -1, -1):
                     kernel.step(back, s, rec if rec_known else None)
                     if rec_weight is not None and t0 + s > 0:  # in_t = x_t + W z_{t-1}
+                        torch.mm(grad_in[s], rec_weight, out=rec)
+                        rec_known = True
+            elif triton_kernel is not None:
+                walk = dict(p=p_hist, z=z_chunk, lam=lam, grad_in=grad_in, sums=t_sums,
+                            outside=None if outside is None else outside.contiguous(),
+                            s_hist=s_hist, in_hist=in_hist, grad_z=grad_z_chunk)  # fmt: skip
+                if rec_weight is None:  # the whole chunk in one launch
+                    triton_kernel.back(s_hi=k, steps=k, **walk)
+                elif triton_kernel.recurrent:  # with dL/dz through the recurrence inside
+                    triton_kernel.back(s_hi=k, steps=k, rec=rec, w=rec_weight.contiguous(),
+                                       rec_known=rec_known, **walk)  # fmt: skip
+                    rec_known = True
+                recurrent_steps = rec_weight is not None and not triton_kernel.recurrent
+                for s in range(k - 1, -1, -1) if recurrent_steps else ():
+                    triton_kernel.back(s_hi=s + 1, steps=1, rec=rec if rec_known else None,
+                                       **walk)  # fmt: skip
+                    if t0 + s > 0:  # in_t = x_t + W z_{t-1}
                         torch.mm(grad_in[s], rec_weight, out=rec)
                         rec_known = True
             else:
@@ -390,6 +454,9 @@ class _FusedLayer(torch.autograd.Function):
         if kernel is not None:
             sums = {slot: value.to(dtype) for slot, value in c_sums.items()}
             lam_rows = tuple(lam.unbind(0))
+        elif triton_kernel is not None:
+            sums = triton_kernel.slot_sums(t_sums, batch)
+            lam_rows = tuple(lam.unbind(0))
         else:
             sums = {slot: value.sum(0) for slot, value in sums.items()}  # over the batch
         for j in form.initial:  # s_{-1}: the initial state
@@ -435,9 +502,16 @@ def run_fused(
     if in_bias is not None and events is None:
         raise ValueError("run_fused takes in_bias only with Events (add it to a current)")
     like = in_weight if events is not None else source
-    d = neuron.dynamics().map(lambda t: t.to(like.dtype))
+    dtype = compute_dtype(like.dtype)
+    if events is None:
+        source = source.to(dtype)  # a half-precision current (autocast): the state is float32
+    rec_weight, in_weight, out_weight, in_bias = (
+        None if w is None else w.to(dtype) for w in (rec_weight, in_weight, out_weight, in_bias)
+    )
+    d = neuron.dynamics().map(lambda t: t.to(dtype))
     beta = d.form.surrogate.beta.to(like.device)
-    return _FusedLayer.apply(
-        None if events is not None else source, in_weight, in_bias, rec_weight, out_weight, beta,
-        d.form, events, *d.tensors(),
-    )  # fmt: skip
+    with torch.autocast(like.device.type, enabled=False):  # the loop's products in its dtype
+        return _FusedLayer.apply(
+            None if events is not None else source, in_weight, in_bias, rec_weight, out_weight,
+            beta, d.form, events, *d.tensors(),
+        )  # fmt: skip
