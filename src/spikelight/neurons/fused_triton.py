@@ -205,6 +205,13 @@ def _rows_times(ieee: bool) -> str:
     )
 
 
+def _block_params(recurrent: bool) -> str:
+    """A kernel's tile sizes: whole batch rows (``BB``) x padded neurons (``NP``) in ``BK`` tiles
+    for a recurrent layer, else ``BLOCK`` elements."""
+    return "BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr" if recurrent else (
+        "BLOCK: tl.constexpr")  # fmt: skip
+
+
 def _forward_source(form: Form, recurrent: bool = False) -> list[str]:
     """``forward``: a run of steps from the state ``s``, advanced in place; spikes decided
     (``DECIDE``) or read; optionally each step's ``p`` and state before it. ``forward_rec``
@@ -213,8 +220,7 @@ def _forward_source(form: Form, recurrent: bool = False) -> list[str]:
     w, k, f = _Writer(form), len(form.states), form
     coefs = "".join(f"{name}_ptr, " for name in w.coef.values())
     name, extra = ("forward_rec", "w_ptr, zp_ptr, ") if recurrent else ("forward", "")
-    sizes = "BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr" if recurrent else (
-        "BLOCK: tl.constexpr")  # fmt: skip
+    sizes = _block_params(recurrent)
     w.lines.append(
         f"@triton.jit\ndef {name}(x_ptr, z_ptr, s_ptr, p_ptr, sh_ptr, {extra}{coefs}steps, plane,"
         " size,\n            DECIDE: tl.constexpr, KEEP_P: tl.constexpr, KEEP_S: tl.constexpr,"
@@ -282,8 +288,7 @@ def _backward_source(form: Form, needed: tuple, recurrent: bool = False) -> list
     w, k, f, m = _Writer(form), len(form.states), form, form.membrane
     coefs = "".join(f"{name}_ptr, " for name in w.coef.values())
     name, extra = ("backward_rec", "w_ptr, ") if recurrent else ("backward", "")
-    sizes = "BB: tl.constexpr, NP: tl.constexpr, BK: tl.constexpr" if recurrent else (
-        "BLOCK: tl.constexpr")  # fmt: skip
+    sizes = _block_params(recurrent)
     w.lines.append(
         f"@triton.jit\ndef {name}(p_ptr, z_ptr, out_ptr, rec_ptr, sh_ptr, in_ptr, lam_ptr, "
         f"gin_ptr, gz_ptr, sums_ptr, consts_ptr, {extra}{coefs}s_hi, n_steps, plane, size,"
