@@ -75,6 +75,13 @@ RUNS: dict[str, Run] = {
     "mnist_seed1": Run(("experiment=mnist", MNIST, "seed=1"), folder="mnist"),
     "shd_best_seed0": Run(("experiment=shd_best", *ESPEAK), folder="shd"),
     "shd_best_seed1": Run(("experiment=shd_best", *ESPEAK, "seed=1"), folder="shd"),
+    # shd_delays' published schedule (150 epochs) takes about 4.5 h here: its 40-epoch schedule
+    "shd_delays_40_seed0": Run(
+        ("experiment=shd_delays", *ESPEAK, "trainer.max_epochs=40"), folder="shd"
+    ),
+    "shd_delays_40_seed1": Run(
+        ("experiment=shd_delays", *ESPEAK, "trainer.max_epochs=40", "seed=1"), folder="shd"
+    ),
     "if_mnist": Run(("experiment=if_mnist", MNIST), folder="if_mnist"),
     "if_mnist_3_epochs": Run(
         ("experiment=if_mnist", MNIST, "trainer.max_epochs=3"), folder="if_mnist"
