@@ -75,6 +75,13 @@ RUNS: dict[str, Run] = {
     "mnist_seed1": Run(("experiment=mnist", MNIST, "seed=1"), folder="mnist"),
     "shd_best_seed0": Run(("experiment=shd_best", *ESPEAK), folder="shd"),
     "shd_best_seed1": Run(("experiment=shd_best", *ESPEAK, "seed=1"), folder="shd"),
+    # shd_se_adlif's published schedule (300 epochs, constant lr) takes 4.4 h here: its first 30
+    "shd_se_adlif_30_seed0": Run(
+        ("experiment=shd_se_adlif", *ESPEAK, "trainer.max_epochs=30"), folder="shd"
+    ),
+    "shd_se_adlif_30_seed1": Run(
+        ("experiment=shd_se_adlif", *ESPEAK, "trainer.max_epochs=30", "seed=1"), folder="shd"
+    ),
     # shd_delays' published schedule (150 epochs) takes about 4.5 h here: its 40-epoch schedule
     "shd_delays_40_seed0": Run(
         ("experiment=shd_delays", *ESPEAK, "trainer.max_epochs=40"), folder="shd"
