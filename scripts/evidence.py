@@ -82,7 +82,7 @@ RUNS: dict[str, Run] = {
     "shd_se_adlif_30_seed1": Run(
         ("experiment=shd_se_adlif", *ESPEAK, "trainer.max_epochs=30", "seed=1"), folder="shd"
     ),
-    # shd_delays' published schedule (150 epochs) takes about 4.5 h here: its 40-epoch schedule
+    # shd_delays' published schedule (150 epochs) takes 4.2 h here: its 40-epoch schedule
     "shd_delays_40_seed0": Run(
         ("experiment=shd_delays", *ESPEAK, "trainer.max_epochs=40"), folder="shd"
     ),
